@@ -1,0 +1,42 @@
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what} not found: {hint}")]
+    MissingBinary { what: &'static str, hint: String },
+    #[error("KVM was requested but is not usable: {0}")]
+    KvmUnusable(String),
+    #[error("firecracker needs KVM, and KVM is not usable here: {0}")]
+    FirecrackerNeedsKvm(String),
+    #[error("file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Spawn(String),
+    #[error("firecracker API {method} {path} failed with {status}: {body}")]
+    FirecrackerApi {
+        method: &'static str,
+        path: String,
+        status: u16,
+        body: String,
+    },
+    #[error("hybrid vsock handshake failed: {0}")]
+    Handshake(String),
+    #[error("agent not ready after {0:?}: {1}")]
+    AgentTimeout(std::time::Duration, String),
+    #[error("agent returned {status}: {code}: {message}")]
+    Agent {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("agent transport: {0}")]
+    Transport(String),
+    #[error("VM state dir {0} has no usable metadata: {1}")]
+    BadState(PathBuf, String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
