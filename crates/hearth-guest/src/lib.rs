@@ -1,1 +1,8 @@
-//! Placeholder; see ARCHITECTURE.md.
+//! Code that runs inside the guest. `init` is PID 1; `agent` serves the HTTP API on
+//! vsock; `archive` is the pure path/tar policy (testable and fuzzable on the host);
+//! `jail` confines user processes.
+
+pub mod agent;
+pub mod archive;
+pub mod init;
+pub mod jail;
