@@ -1,17 +1,27 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs and builds what it needs
-# (cached by input hash), checks formatting and lints, then runs every test,
-# including the end-to-end ones that boot real VMs (QEMU/TCG on hosts without a
-# usable KVM).
+# (heavy artifacts cached by input hash), checks formatting and lints, then runs
+# every test, including the end-to-end ones that boot real VMs (QEMU/TCG on hosts
+# without a usable KVM).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
-HEARTH_NO_SERVE=1 bash scripts/install.sh
+step "installing dependencies (apt, cargo)"
+bash scripts/deps.sh
 
-step "formatting and lints"
+step "formatting"
 cargo fmt --all -- --check
+
+step "building the static guest binaries and the default image"
+bash scripts/build-guest.sh
+# A debug build: `cargo test` below reuses it, so CI compiles the host side once.
+cargo build --locked -p hearth-cli
+HEARTH_GUEST_BIN_DIR="$PWD/target/x86_64-unknown-linux-gnu/release" \
+  ./target/debug/hearth image build --name default
+
+step "lints"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 
 step "tests"
