@@ -1,0 +1,325 @@
+//! One task per VM, the only code that changes a VM. Requests reach it as [`Cmd`]s over
+//! an mpsc channel, so concurrent requests on one VM are applied one after the other.
+//! Each change is written to the store first and acted on second: a crash in between
+//! leaves a row that [`crate::reconcile`] finishes on the next start.
+//!
+//! Exec/run/file calls do not queue here (they would serialize all work in a VM); the
+//! owner only hands out the handle of a running VM ([`Cmd::Handle`]).
+
+use std::time::{Duration, Instant};
+
+use hearth_vmm::{VmHandle, VmSpec};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{AppError, Result};
+use crate::models::{now_ms, VmRecord, VmState};
+use crate::AppState;
+
+pub type OwnerTx = mpsc::Sender<Cmd>;
+type Reply<T> = oneshot::Sender<Result<T>>;
+
+pub enum Cmd {
+    /// Boot (first start or start after stop) and wait for the agent. The caller took a
+    /// boot permit before writing anything, so a 429 leaves no trace.
+    Boot(tokio::sync::OwnedSemaphorePermit, Reply<VmRecord>),
+    Stop(Reply<VmRecord>),
+    Destroy(Reply<()>),
+    Handle(Reply<VmHandle>),
+}
+
+/// How often the owner checks that a running VM's processes are still there.
+const WATCH_EVERY: Duration = Duration::from_secs(2);
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+struct Owner {
+    state: AppState,
+    id: String,
+    handle: Option<VmHandle>,
+}
+
+/// Registers and starts the owner of `id`. `handle` is set for a re-adopted running VM.
+pub fn spawn(state: &AppState, id: &str, handle: Option<VmHandle>) -> OwnerTx {
+    let (tx, rx) = mpsc::channel(16);
+    state
+        .owners
+        .lock()
+        .expect("owners poisoned")
+        .insert(id.to_string(), tx.clone());
+    let owner = Owner {
+        state: state.clone(),
+        id: id.to_string(),
+        handle,
+    };
+    tokio::spawn(owner.run(rx));
+    tx
+}
+
+/// Sends `make(reply)` to the owner of `id` and waits for the answer. A VM without an
+/// owner holds no resources (failed/deleted), so the caller gets a 409 naming its state.
+pub async fn ask<T>(state: &AppState, id: &str, make: impl FnOnce(Reply<T>) -> Cmd) -> Result<T> {
+    let tx = state
+        .owners
+        .lock()
+        .expect("owners poisoned")
+        .get(id)
+        .cloned();
+    let Some(tx) = tx else {
+        let vm = state.store.vm(id).await?;
+        return Err(AppError::Conflict(format!("VM {id} is {}", vm.state)));
+    };
+    let (reply, rx) = oneshot::channel();
+    if tx.send(make(reply)).await.is_err() {
+        let vm = state.store.vm(id).await?;
+        return Err(AppError::Conflict(format!("VM {id} is {}", vm.state)));
+    }
+    rx.await
+        .map_err(|_| AppError::Internal(format!("owner of VM {id} stopped mid-request")))?
+}
+
+impl Owner {
+    async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+        let mut watch = tokio::time::interval(WATCH_EVERY);
+        loop {
+            let expires_at = self.record().await.ok().and_then(|v| v.expires_at);
+            let ttl = async {
+                match expires_at {
+                    Some(at) => {
+                        let left = (at - now_ms()).max(0) as u64;
+                        tokio::time::sleep(Duration::from_millis(left)).await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            let done = tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => self.handle_cmd(cmd).await,
+                    None => true,
+                },
+                _ = ttl => {
+                    tracing::info!(vm = %self.id, "TTL expired: destroying");
+                    if let Err(e) = self.destroy().await {
+                        tracing::error!(vm = %self.id, error = %e, "TTL destroy failed");
+                    }
+                    true
+                }
+                _ = watch.tick() => self.check_alive().await,
+            };
+            if done {
+                break;
+            }
+        }
+        self.state
+            .owners
+            .lock()
+            .expect("owners poisoned")
+            .remove(&self.id);
+    }
+
+    async fn record(&self) -> Result<VmRecord> {
+        self.state.store.vm(&self.id).await
+    }
+
+    /// Returns true when the VM is gone and the owner should exit.
+    async fn handle_cmd(&mut self, cmd: Cmd) -> bool {
+        match cmd {
+            Cmd::Boot(permit, reply) => {
+                let res = self.boot().await;
+                drop(permit);
+                // A failed boot leaves nothing to own; a refused one (wrong state) does.
+                let gone = matches!(
+                    self.record().await.map(|v| v.state),
+                    Ok(VmState::Failed | VmState::Deleted)
+                );
+                let _ = reply.send(res);
+                gone
+            }
+            Cmd::Stop(reply) => {
+                let _ = reply.send(self.stop().await);
+                false
+            }
+            Cmd::Destroy(reply) => {
+                let _ = reply.send(self.destroy().await);
+                true
+            }
+            Cmd::Handle(reply) => {
+                let res = match (&self.handle, self.record().await) {
+                    (Some(h), Ok(vm)) if vm.state == VmState::Running => Ok(h.clone()),
+                    (_, Ok(vm)) => Err(AppError::Conflict(format!(
+                        "VM {} is {}, not running",
+                        self.id, vm.state
+                    ))),
+                    (_, Err(e)) => Err(e),
+                };
+                let _ = reply.send(res);
+                false
+            }
+        }
+    }
+
+    fn state_dir(&self) -> std::path::PathBuf {
+        self.state.config.vms_dir().join(&self.id)
+    }
+
+    async fn boot(&mut self) -> Result<VmRecord> {
+        let vm = self.record().await?;
+        if !matches!(vm.state, VmState::Creating | VmState::Stopped) {
+            return Err(AppError::Conflict(format!(
+                "VM {} is {}; only stopped VMs can be started",
+                self.id, vm.state
+            )));
+        }
+        // A stopped VM keeps its overlay disk: reuse it so the guest's files survive.
+        let overlay = match vm.state {
+            VmState::Stopped => VmHandle::adopt(&self.state_dir())
+                .ok()
+                .map(|h| h.overlay_path)
+                .filter(|p| p.exists()),
+            _ => None,
+        };
+        self.state
+            .store
+            .set_vm_state(&self.id, VmState::Creating, None)
+            .await?;
+        match self.start_and_wait(&vm, overlay).await {
+            Ok(()) => self.record().await,
+            Err(e) => {
+                let msg = e.to_string();
+                tracing::warn!(vm = %self.id, error = %msg, "boot failed");
+                self.state
+                    .store
+                    .set_vm_state(&self.id, VmState::Failed, Some(&msg))
+                    .await?;
+                self.cleanup().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn start_and_wait(
+        &mut self,
+        vm: &VmRecord,
+        overlay: Option<std::path::PathBuf>,
+    ) -> Result<()> {
+        let image = self.state.store.image(&vm.image_id).await?;
+        let (Some(kernel), Some(rootfs)) = (image.kernel_path, image.rootfs_path) else {
+            return Err(AppError::Conflict(format!(
+                "image {} has no kernel or rootfs yet",
+                image.name
+            )));
+        };
+        let spec = VmSpec {
+            id: self.id.clone(),
+            kernel: kernel.into(),
+            rootfs: rootfs.into(),
+            vcpus: vm.vcpus,
+            memory_mib: vm.memory_mib,
+            state_dir: self.state_dir(),
+            overlay,
+            overlay_size_mib: self.state.config.defaults.overlay_size_mib,
+            net: None,
+            extra_cmdline: vec![],
+        };
+        let vmm = self.state.vmm().await?;
+        let started = Instant::now();
+        let handle = vmm.start(&spec).await?;
+        self.handle = Some(handle.clone());
+        let timeout = Duration::from_secs(self.state.config.defaults.boot_timeout_s);
+        handle.wait_agent(timeout).await?;
+        let boot_ms = started.elapsed().as_millis() as i64;
+        self.state
+            .store
+            .set_vm_running(
+                &self.id,
+                &handle.kind.to_string(),
+                &handle.accel.to_string(),
+                now_ms(),
+                boot_ms,
+            )
+            .await?;
+        self.state.metrics.observe_boot(boot_ms);
+        tracing::info!(vm = %self.id, boot_ms, "VM ready");
+        Ok(())
+    }
+
+    async fn stop(&mut self) -> Result<VmRecord> {
+        let vm = self.record().await?;
+        if vm.state != VmState::Running {
+            return Err(AppError::Conflict(format!(
+                "VM {} is {}, not running",
+                self.id, vm.state
+            )));
+        }
+        self.state
+            .store
+            .set_vm_state(&self.id, VmState::Stopped, None)
+            .await?;
+        if let Some(h) = self.handle.take() {
+            h.stop(STOP_GRACE).await?;
+        }
+        self.record().await
+    }
+
+    async fn destroy(&mut self) -> Result<()> {
+        self.state
+            .store
+            .set_vm_state(&self.id, VmState::Deleted, None)
+            .await?;
+        self.cleanup().await;
+        Ok(())
+    }
+
+    /// Removes every process and file of the VM, whatever state the dir is in.
+    async fn cleanup(&mut self) {
+        let handle = self
+            .handle
+            .take()
+            .or_else(|| VmHandle::adopt(&self.state_dir()).ok());
+        remove_vm_files(handle, &self.state_dir()).await;
+    }
+
+    /// Notices a VM whose processes died under it (guest panic, OOM kill).
+    async fn check_alive(&mut self) -> bool {
+        let Some(h) = &self.handle else { return false };
+        if h.is_alive() {
+            return false;
+        }
+        let detail = h.console_tail(1000);
+        let msg = format!("VM processes exited unexpectedly; console tail: {detail}");
+        tracing::warn!(vm = %self.id, "VM died");
+        if let Err(e) = self
+            .state
+            .store
+            .set_vm_state(&self.id, VmState::Failed, Some(&msg))
+            .await
+        {
+            tracing::error!(vm = %self.id, error = %e, "recording failure");
+            return false;
+        }
+        self.cleanup().await;
+        true
+    }
+}
+
+/// A boot permit, or 429 when `max_concurrent_boots` boots are under way.
+pub fn boot_permit(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit> {
+    state.boots.clone().try_acquire_owned().map_err(|_| {
+        AppError::TooManyRequests(format!(
+            "{} VMs are booting already (limit max_concurrent_boots); retry shortly",
+            state.config.limits.max_concurrent_boots
+        ))
+    })
+}
+
+/// Kills the processes named in the VM's metadata (if any) and removes its state dir.
+pub async fn remove_vm_files(handle: Option<VmHandle>, dir: &std::path::Path) {
+    if let Some(h) = handle {
+        if let Err(e) = h.destroy().await {
+            tracing::error!(dir = %dir.display(), error = %e, "destroying VM");
+        }
+    }
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::error!(dir = %dir.display(), error = %e, "removing VM dir");
+        }
+    }
+}

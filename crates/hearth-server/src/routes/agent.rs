@@ -1,0 +1,358 @@
+//! Proxies to a running VM's agent: exec, run-*, files, firewall. Request and response
+//! bodies are hearth-proto's; `?stream=true` passes the agent's NDJSON events through
+//! line by line, and file bodies stream in both directions without being buffered.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::StreamExt;
+use hearth_proto::{
+    ExecRequest, ExecResponse, FirewallRequest, Language, RunRequest, StreamEvent, UploadResponse,
+};
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{Json, Query};
+use crate::error::{from_vmm, AppError, Result};
+use crate::models::{now_ms, CallRecord};
+use crate::{vms, AppState};
+
+type E = crate::models::ErrorDoc;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(exec))
+        .routes(routes!(run_ts))
+        .routes(routes!(run_js))
+        .routes(routes!(run_python))
+        .routes(routes!(upload))
+        .routes(routes!(download))
+        .routes(routes!(firewall))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct StreamQuery {
+    /// Stream `{"stdout"}`/`{"stderr"}` events and a final `{"exit"}` as NDJSON.
+    #[serde(default)]
+    stream: bool,
+}
+
+fn check_timeout(state: &AppState, t: Option<u64>) -> Result<()> {
+    let max = state.config.limits.max_timeout_ms;
+    match t {
+        Some(t) if t > max => Err(AppError::Unprocessable(format!(
+            "timeout_ms {t} is above the limit max_timeout_ms = {max}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Records a call in the history; a failure to record must not fail the call itself.
+fn record(state: &AppState, vm: &str, kind: &str, input: serde_json::Value, out: CallOutcome) {
+    let (state, vm) = (state.clone(), vm.to_string());
+    let call = CallRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        kind: kind.to_string(),
+        input,
+        exit_code: out.exit_code,
+        duration_ms: out.duration_ms,
+        error: out.error,
+        created_at: now_ms(),
+    };
+    tokio::spawn(async move {
+        if let Err(e) = state.store.insert_call(&vm, &call).await {
+            tracing::warn!(vm, error = %e, "recording call history");
+        }
+    });
+}
+
+#[derive(Default)]
+struct CallOutcome {
+    exit_code: Option<i32>,
+    duration_ms: Option<i64>,
+    error: Option<String>,
+}
+
+impl CallOutcome {
+    fn of(r: &ExecResponse) -> Self {
+        CallOutcome {
+            exit_code: Some(r.exit_code),
+            duration_ms: Some(r.duration_ms as i64),
+            error: None,
+        }
+    }
+    fn failed(e: &impl std::fmt::Display, started: Instant) -> Self {
+        CallOutcome {
+            exit_code: None,
+            duration_ms: Some(started.elapsed().as_millis() as i64),
+            error: Some(e.to_string()),
+        }
+    }
+}
+
+/// Turns the agent's event stream into an NDJSON body, recording the call at `exit`.
+/// A transport failure mid-stream becomes a last `{"error": ...}` line: the status
+/// line (200) is long gone by then.
+fn ndjson(
+    state: AppState,
+    vm: String,
+    kind: &'static str,
+    input: serde_json::Value,
+    events: hearth_vmm::agent::EventStream,
+) -> Response {
+    let started = Instant::now();
+    let mut input = Some(input);
+    let body = events.map(move |ev| {
+        let line = match ev {
+            Ok(ev) => {
+                if let (StreamEvent::Exit(r), Some(input)) = (&ev, input.take()) {
+                    record(&state, &vm, kind, input, CallOutcome::of(&r.exec));
+                }
+                serde_json::to_vec(&ev).unwrap_or_default()
+            }
+            Err(e) => {
+                if let Some(input) = input.take() {
+                    record(&state, &vm, kind, input, CallOutcome::failed(&e, started));
+                }
+                let err = from_vmm(e);
+                serde_json::to_vec(&hearth_proto::ErrorBody::new(err.code(), err.to_string()))
+                    .unwrap_or_default()
+            }
+        };
+        let mut line = line;
+        line.push(b'\n');
+        Ok::<_, std::convert::Infallible>(Bytes::from(line))
+    });
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+/// Runs a command in the VM (`sh -c` without `args`).
+#[utoipa::path(post, path = "/v1/vms/{id}/exec", tag = "agent", request_body(content = Object, description = "hearth_proto::ExecRequest"),
+    params(("id" = String, Path), StreamQuery),
+    responses((status = 200, body = Object, description = "hearth_proto::ExecResponse, or NDJSON StreamEvents with ?stream=true"),
+              (status = 404, body = E), (status = 409, body = E), (status = 422, body = E)))]
+async fn exec(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<StreamQuery>,
+    Json(mut req): Json<ExecRequest>,
+) -> Result<Response> {
+    req.validate()?;
+    check_timeout(&state, req.timeout_ms)?;
+    let (vm, h) = vms::running_handle(&state, &id).await?;
+    let input = serde_json::to_value(&req).unwrap_or_default();
+    // VM-wide env first, the request's own entries win.
+    for (k, v) in vm.env {
+        req.env.entry(k).or_insert(v);
+    }
+    let agent = h.agent();
+    if q.stream {
+        let events = agent.exec_stream(&req).await.map_err(from_vmm)?;
+        return Ok(ndjson(state, id, "exec", input, events));
+    }
+    let started = Instant::now();
+    match agent.exec(&req).await {
+        Ok(r) => {
+            record(&state, &id, "exec", input, CallOutcome::of(&r));
+            Ok(axum::Json(r).into_response())
+        }
+        Err(e) => {
+            record(&state, &id, "exec", input, CallOutcome::failed(&e, started));
+            Err(from_vmm(e))
+        }
+    }
+}
+
+async fn run(
+    state: AppState,
+    id: String,
+    stream: bool,
+    mut req: RunRequest,
+    lang: Language,
+) -> Result<Response> {
+    req.validate()?;
+    check_timeout(&state, req.timeout_ms)?;
+    let (vm, h) = vms::running_handle(&state, &id).await?;
+    let input = serde_json::to_value(&req).unwrap_or_default();
+    let kind = match lang {
+        Language::Ts => "run-ts",
+        Language::Js => "run-js",
+        Language::Python => "run-python",
+        Language::Sh => "run-sh",
+    };
+    let given: Vec<String> = req
+        .env
+        .iter()
+        .filter_map(|e| e.split_once('=').map(|(k, _)| k.to_string()))
+        .collect();
+    for (k, v) in vm.env {
+        if !given.contains(&k) {
+            req.env.push(format!("{k}={v}"));
+        }
+    }
+    let agent = h.agent();
+    if stream {
+        let events = agent.run_stream(lang, &req).await.map_err(from_vmm)?;
+        return Ok(ndjson(state, id, kind, input, events));
+    }
+    let started = Instant::now();
+    match agent.run(lang, &req).await {
+        Ok(r) => {
+            record(&state, &id, kind, input, CallOutcome::of(&r.exec));
+            Ok(axum::Json(r).into_response())
+        }
+        Err(e) => {
+            record(&state, &id, kind, input, CallOutcome::failed(&e, started));
+            Err(from_vmm(e))
+        }
+    }
+}
+
+/// Runs TypeScript with Deno; `result.set(v)` fills `result`.
+#[utoipa::path(post, path = "/v1/vms/{id}/run-ts", tag = "agent", request_body(content = Object, description = "hearth_proto::RunRequest"),
+    params(("id" = String, Path), StreamQuery),
+    responses((status = 200, body = Object), (status = 404, body = E), (status = 409, body = E),
+              (status = 422, body = E)))]
+async fn run_ts(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<StreamQuery>,
+    Json(req): Json<RunRequest>,
+) -> Result<Response> {
+    run(state, id, q.stream, req, Language::Ts).await
+}
+
+/// Runs JavaScript with Node.
+#[utoipa::path(post, path = "/v1/vms/{id}/run-js", tag = "agent", request_body(content = Object, description = "hearth_proto::RunRequest"),
+    params(("id" = String, Path), StreamQuery),
+    responses((status = 200, body = Object), (status = 404, body = E), (status = 409, body = E),
+              (status = 422, body = E)))]
+async fn run_js(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<StreamQuery>,
+    Json(req): Json<RunRequest>,
+) -> Result<Response> {
+    run(state, id, q.stream, req, Language::Js).await
+}
+
+/// Runs Python 3.
+#[utoipa::path(post, path = "/v1/vms/{id}/run-python", tag = "agent", request_body(content = Object, description = "hearth_proto::RunRequest"),
+    params(("id" = String, Path), StreamQuery),
+    responses((status = 200, body = Object), (status = 404, body = E), (status = 409, body = E),
+              (status = 422, body = E)))]
+async fn run_python(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<StreamQuery>,
+    Json(req): Json<RunRequest>,
+) -> Result<Response> {
+    run(state, id, q.stream, req, Language::Python).await
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct UploadQuery {
+    /// Directory to extract into (default `/workspace`).
+    dest: Option<String>,
+}
+
+/// Extracts a tar.gz body into the VM; the body is streamed to the agent.
+#[utoipa::path(post, path = "/v1/vms/{id}/files/upload", tag = "agent",
+    request_body(content = Vec<u8>, content_type = "application/gzip"),
+    params(("id" = String, Path), UploadQuery),
+    responses((status = 200, body = Object), (status = 404, body = E), (status = 409, body = E),
+              (status = 413, body = E), (status = 422, body = E)))]
+async fn upload(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<UploadQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<axum::Json<UploadResponse>> {
+    let limit = state.config.limits.max_upload_bytes;
+    let too_large = || {
+        AppError::PayloadTooLarge(format!(
+            "upload is larger than {limit} bytes (limit max_upload_bytes)"
+        ))
+    };
+    // Refuse early when the client announced the size; chunked bodies are counted below.
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if announced.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let (_, h) = vms::running_handle(&state, &id).await?;
+    let dest = q
+        .dest
+        .unwrap_or_else(|| hearth_proto::WORKSPACE.to_string());
+    let seen = Arc::new(AtomicUsize::new(0));
+    let over = Arc::new(AtomicBool::new(false));
+    let (seen2, over2) = (seen.clone(), over.clone());
+    let stream = body.into_data_stream().map(move |chunk| {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        if seen2.fetch_add(chunk.len(), Ordering::Relaxed) + chunk.len() > limit {
+            over2.store(true, Ordering::Relaxed);
+            return Err(std::io::Error::other("upload above max_upload_bytes"));
+        }
+        Ok(chunk)
+    });
+    match h.agent().upload(&dest, stream).await {
+        Ok(r) => Ok(axum::Json(r)),
+        Err(_) if over.load(Ordering::Relaxed) => Err(too_large()),
+        Err(e) => Err(from_vmm(e)),
+    }
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct DownloadQuery {
+    /// File or directory under `/workspace`.
+    path: String,
+}
+
+/// A tar.gz of a file or directory in the VM, streamed as the agent packs it.
+#[utoipa::path(get, path = "/v1/vms/{id}/files/download", tag = "agent",
+    params(("id" = String, Path), DownloadQuery),
+    responses((status = 200, content_type = "application/gzip", body = Vec<u8>),
+              (status = 400, body = E), (status = 404, body = E), (status = 409, body = E)))]
+async fn download(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<DownloadQuery>,
+) -> Result<Response> {
+    let (_, h) = vms::running_handle(&state, &id).await?;
+    let bytes = h.agent().download(&q.path).await.map_err(from_vmm)?;
+    let body =
+        Body::from_stream(bytes.map(|r| r.map_err(|e| std::io::Error::other(e.to_string()))));
+    Ok(([(header::CONTENT_TYPE, "application/gzip")], body).into_response())
+}
+
+/// Sets the guest's outbound allowlist.
+#[utoipa::path(post, path = "/v1/vms/{id}/firewall/allowlist", tag = "agent",
+    request_body(content = Object, description = "hearth_proto::FirewallRequest"), params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = E), (status = 409, body = E), (status = 422, body = E)))]
+async fn firewall(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(req): Json<FirewallRequest>,
+) -> Result<StatusCode> {
+    let (_, h) = vms::running_handle(&state, &id).await?;
+    h.agent().firewall(&req).await.map_err(from_vmm)?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,123 @@
+//! Image routes: list, create, upload kernel/rootfs (streamed to disk), set default, delete.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::Json;
+use crate::error::Result;
+use crate::models::ImageRecord;
+use crate::{images, AppState};
+
+type E = crate::models::ErrorDoc;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_images, create_image))
+        .routes(routes!(delete_image))
+        .routes(routes!(put_kernel))
+        .routes(routes!(put_rootfs))
+        .routes(routes!(set_default))
+}
+
+#[derive(Serialize, ToSchema)]
+struct ImageList {
+    images: Vec<ImageRecord>,
+}
+
+#[utoipa::path(get, path = "/v1/images", tag = "images",
+    responses((status = 200, body = ImageList), (status = 401, body = E)))]
+async fn list_images(State(state): State<AppState>) -> Result<axum::Json<ImageList>> {
+    Ok(axum::Json(ImageList {
+        images: state.store.list_images().await?,
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CreateImage {
+    /// 1-64 characters of `[A-Za-z0-9._-]`.
+    name: String,
+}
+
+/// Creates an empty image; upload its kernel and rootfs next.
+#[utoipa::path(post, path = "/v1/images", tag = "images", request_body = CreateImage,
+    responses((status = 201, body = ImageRecord), (status = 409, body = E), (status = 422, body = E)))]
+async fn create_image(
+    State(state): State<AppState>,
+    Json(req): Json<CreateImage>,
+) -> Result<(StatusCode, axum::Json<ImageRecord>)> {
+    let img = images::create_image(&state, &req.name).await?;
+    Ok((StatusCode::CREATED, axum::Json(img)))
+}
+
+async fn put(
+    state: AppState,
+    id: String,
+    kind: &str,
+    body: Body,
+) -> Result<axum::Json<ImageRecord>> {
+    let limit = state.config.limits.max_image_file_bytes;
+    let img = images::put_file(&state, &id, kind, body.into_data_stream(), limit).await?;
+    Ok(axum::Json(img))
+}
+
+/// Uploads the kernel (`vmlinux`); the body is streamed to disk and its sha256 recorded.
+#[utoipa::path(put, path = "/v1/images/{id}/kernel", tag = "images",
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    params(("id" = String, Path, description = "image id or name")),
+    responses((status = 200, body = ImageRecord), (status = 404, body = E), (status = 409, body = E),
+              (status = 413, body = E)))]
+async fn put_kernel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<axum::Json<ImageRecord>> {
+    put(state, id, "kernel", body).await
+}
+
+/// Uploads the base rootfs (ext4).
+#[utoipa::path(put, path = "/v1/images/{id}/rootfs", tag = "images",
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    params(("id" = String, Path, description = "image id or name")),
+    responses((status = 200, body = ImageRecord), (status = 404, body = E), (status = 409, body = E),
+              (status = 413, body = E)))]
+async fn put_rootfs(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<axum::Json<ImageRecord>> {
+    put(state, id, "rootfs", body).await
+}
+
+/// Makes this image the one VMs get when they name none.
+#[utoipa::path(post, path = "/v1/images/{id}/default", tag = "images",
+    params(("id" = String, Path, description = "image id or name")),
+    responses((status = 200, body = ImageRecord), (status = 404, body = E), (status = 409, body = E)))]
+async fn set_default(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<ImageRecord>> {
+    let img = state.store.image(&id).await?;
+    if !img.ready {
+        return Err(crate::AppError::Conflict(format!(
+            "image {} has no kernel or rootfs yet",
+            img.name
+        )));
+    }
+    state.store.set_default_image(&img.id).await?;
+    Ok(axum::Json(state.store.image(&img.id).await?))
+}
+
+/// Deletes an image; 409 while a VM uses it.
+#[utoipa::path(delete, path = "/v1/images/{id}", tag = "images",
+    params(("id" = String, Path, description = "image id or name")),
+    responses((status = 204), (status = 404, body = E), (status = 409, body = E)))]
+async fn delete_image(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode> {
+    images::delete_image(&state, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

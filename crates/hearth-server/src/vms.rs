@@ -1,0 +1,136 @@
+//! VM operations shared by the HTTP routes and (later) the job workers. These are the
+//! internal entry points: [`create_vm`] (validate, insert, boot, wait for the agent) and
+//! [`destroy_vm`]; [`running_handle`] gives a running VM's handle for agent calls.
+
+use hearth_vmm::VmHandle;
+
+use crate::error::{AppError, Result};
+use crate::models::{now_ms, CreateVmRequest, VmRecord, VmState};
+use crate::owner::{self, Cmd};
+use crate::AppState;
+
+/// Validates `req` against the limits, records the VM as `creating`, boots it and
+/// returns once its agent answers (state `running`). On a failed boot the VM is left
+/// `failed` (files cleaned) and the error returned.
+pub async fn create_vm(state: &AppState, req: CreateVmRequest) -> Result<VmRecord> {
+    let limits = &state.config.limits;
+    let defaults = &state.config.defaults;
+    let vcpus = req.vcpus.unwrap_or(defaults.vcpus);
+    if vcpus == 0 || vcpus > limits.max_vcpus {
+        return Err(AppError::Unprocessable(format!(
+            "vcpus {vcpus} is outside 1..={} (limit max_vcpus)",
+            limits.max_vcpus
+        )));
+    }
+    let memory_mib = req.memory_mib.unwrap_or(defaults.memory_mib);
+    if !(128..=limits.max_memory_mib).contains(&memory_mib) {
+        return Err(AppError::Unprocessable(format!(
+            "memory_mib {memory_mib} is outside 128..={} (limit max_memory_mib)",
+            limits.max_memory_mib
+        )));
+    }
+    if let Some(ttl) = req.ttl_s {
+        if ttl == 0 || ttl > limits.max_ttl_s {
+            return Err(AppError::Unprocessable(format!(
+                "ttl_s {ttl} is outside 1..={} (limit max_ttl_s)",
+                limits.max_ttl_s
+            )));
+        }
+    }
+    for k in req.env.keys() {
+        if k.is_empty() || k.contains('=') || k.contains('\0') {
+            return Err(AppError::Unprocessable(format!("invalid env name {k:?}")));
+        }
+    }
+    let image = match &req.image {
+        Some(name) => state.store.image(name).await.map_err(|e| match e {
+            AppError::NotFound(m) => AppError::Unprocessable(m),
+            e => e,
+        })?,
+        None => state.store.default_image().await?.ok_or_else(|| {
+            AppError::Conflict("no default image: build one or register one first".into())
+        })?,
+    };
+    if !(image.kernel_path.is_some() && image.rootfs_path.is_some()) {
+        return Err(AppError::Conflict(format!(
+            "image {} has no kernel or rootfs yet",
+            image.name
+        )));
+    }
+    let permit = owner::boot_permit(state)?;
+    let created_at = now_ms();
+    let vm = VmRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        state: VmState::Creating,
+        image: image.name.clone(),
+        image_id: image.id.clone(),
+        vcpus,
+        memory_mib,
+        vmm: None,
+        accel: None,
+        created_at,
+        ready_at: None,
+        boot_ms: None,
+        ttl_s: req.ttl_s.map(|t| t as i64),
+        expires_at: req.ttl_s.map(|t| created_at + (t as i64) * 1000),
+        metadata: req.metadata,
+        env: req.env,
+        error: None,
+    };
+    {
+        // Count and insert under one lock so parallel creates cannot overshoot max_vms.
+        let _guard = state.create_lock.lock().await;
+        let live = state.store.count_vms(&VmState::LIVE).await?;
+        if live >= limits.max_vms as i64 {
+            return Err(AppError::Conflict(format!(
+                "{live} VMs exist (limit max_vms = {}); delete one first",
+                limits.max_vms
+            )));
+        }
+        state.store.insert_vm(&vm).await?;
+    }
+    owner::spawn(state, &vm.id, None);
+    owner::ask(state, &vm.id, |r| Cmd::Boot(permit, r)).await
+}
+
+/// Destroys the VM: state `deleted` first, then processes and files go.
+pub async fn destroy_vm(state: &AppState, id: &str) -> Result<()> {
+    let vm = state.store.vm(id).await?;
+    match owner::ask(state, id, Cmd::Destroy).await {
+        // No owner: failed/deleted VMs hold nothing; mark failed ones deleted.
+        Err(AppError::Conflict(_)) if vm.state != VmState::Deleted => {
+            state
+                .store
+                .set_vm_state(id, VmState::Deleted, vm.error.as_deref())
+                .await
+        }
+        Err(AppError::Conflict(_)) => {
+            Err(AppError::NotFound(format!("VM {id} is already deleted")))
+        }
+        other => other,
+    }
+}
+
+pub async fn stop_vm(state: &AppState, id: &str) -> Result<VmRecord> {
+    state.store.vm(id).await?;
+    owner::ask(state, id, Cmd::Stop).await
+}
+
+pub async fn start_vm(state: &AppState, id: &str) -> Result<VmRecord> {
+    let vm = state.store.vm(id).await?;
+    if vm.state != VmState::Stopped {
+        return Err(AppError::Conflict(format!(
+            "VM {id} is {}; only stopped VMs can be started",
+            vm.state
+        )));
+    }
+    let permit = owner::boot_permit(state)?;
+    owner::ask(state, id, |r| Cmd::Boot(permit, r)).await
+}
+
+/// The record and handle of a running VM (404 unknown, 409 not running).
+pub async fn running_handle(state: &AppState, id: &str) -> Result<(VmRecord, VmHandle)> {
+    let vm = state.store.vm(id).await?;
+    let h = owner::ask(state, id, Cmd::Handle).await?;
+    Ok((vm, h))
+}
