@@ -49,13 +49,19 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    // The server logs its lifecycle at info; one-shot commands stay quiet by default.
+    let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HEARTH_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| default_level.into()),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if std::env::var("HEARTH_LOG_FORMAT").is_ok_and(|v| v == "json") {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     let code = rt.block_on(async move {
         match cli.command {
