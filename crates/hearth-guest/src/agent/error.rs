@@ -1,0 +1,71 @@
+use hearth_proto::ErrorBody;
+
+use crate::archive::ArchiveError;
+use crate::jail::JailError;
+
+/// Everything a request can fail with; each maps to one HTTP status and `ErrorBody` code.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("request body is not valid JSON for this endpoint: {0}")]
+    BadJson(#[from] serde_json::Error),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Proto(#[from] hearth_proto::ProtoError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("method {method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("{0}")]
+    TooLarge(String),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error("archive rejected: {message}")]
+    Helper {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error(transparent)]
+    Jail(#[from] JailError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl AgentError {
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::BadRequest(_) | Self::BadJson(_) => 400,
+            Self::Invalid(_) | Self::Proto(_) => 422,
+            Self::NotFound(_) => 404,
+            Self::MethodNotAllowed { .. } => 405,
+            Self::TooLarge(_) => 413,
+            Self::Archive(e) => e.status(),
+            Self::Helper { status, .. } => *status,
+            Self::Jail(_) | Self::Internal(_) => 500,
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        let code = match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::BadJson(_) => "bad_json",
+            Self::Invalid(_) | Self::Proto(_) => "invalid",
+            Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::TooLarge(_) => "payload_too_large",
+            Self::Archive(e) => e.code(),
+            Self::Helper { code, .. } => code,
+            Self::Jail(_) | Self::Internal(_) => "internal",
+        };
+        let message = match self {
+            Self::Helper { message, .. } => message.clone(),
+            other => other.to_string(),
+        };
+        ErrorBody::new(code, message)
+    }
+}
+
+pub type Result<T, E = AgentError> = std::result::Result<T, E>;

@@ -1,0 +1,140 @@
+//! `POST /exec`, and the machinery the run endpoints share with it.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use hearth_proto::{ExecRequest, ExecResponse, RunResponse, StreamEvent, MAX_JSON_BODY};
+use http::Response;
+use hyper::body::Incoming;
+use tokio::sync::mpsc;
+
+use super::http::{self as h, Body};
+use super::{base_env, AgentError, Result, State};
+use crate::archive::WorkspacePath;
+use crate::jail::{self, ExecSpec, JailError, OutputSink, SpawnSpec};
+
+pub async fn handle(
+    state: &State,
+    req: hyper::Request<Incoming>,
+    stream: bool,
+) -> Result<Response<Body>> {
+    let req: ExecRequest = h::read_json(req, MAX_JSON_BODY).await?;
+    req.validate()?;
+    let cwd = resolve_cwd(state, req.cwd.as_deref())?;
+    let (program, args) = match req.args {
+        None => ("/bin/sh".to_string(), vec!["-c".to_string(), req.cmd]),
+        Some(args) => (req.cmd, args),
+    };
+    let spec = ExecSpec {
+        spawn: SpawnSpec {
+            program,
+            args,
+            env: base_env(req.env),
+            cwd,
+        },
+        stdin: req.stdin.map(String::into_bytes),
+        timeout: timeout(req.timeout_ms),
+        output_cap: state.config.output_cap,
+    };
+    let jail = state.jail.clone();
+    if stream {
+        return Ok(stream_run(jail, spec, |exec| async move {
+            RunResponse {
+                exec,
+                ..Default::default()
+            }
+        }));
+    }
+    let resp = run_or_report(&jail, spec, OutputSink::Capture).await?;
+    Ok(h::json(200, &resp))
+}
+
+pub fn timeout(ms: Option<u64>) -> Duration {
+    Duration::from_millis(ms.unwrap_or(hearth_proto::DEFAULT_TIMEOUT_MS))
+}
+
+/// A working directory inside `/workspace` (default: the workspace itself), as the jail
+/// sees it. Checked to exist so that a typo is a clear 422, not a failed exec.
+pub fn resolve_cwd(state: &State, cwd: Option<&str>) -> Result<String> {
+    let p = match cwd {
+        None => WorkspacePath::root(),
+        Some(c) => {
+            WorkspacePath::parse(c).map_err(|e| AgentError::Invalid(format!("cwd {c:?}: {e}")))?
+        }
+    };
+    let inside = p.to_string();
+    if !state.jail.host_path(&inside).is_dir() {
+        return Err(AgentError::Invalid(format!(
+            "cwd {inside} is not a directory"
+        )));
+    }
+    Ok(inside)
+}
+
+/// Runs `spec`; a program that cannot be started is reported like a shell would
+/// (127 not found, 126 not executable) rather than as an HTTP error.
+pub async fn run_or_report(
+    jail: &jail::Jail,
+    spec: ExecSpec,
+    sink: OutputSink,
+) -> Result<ExecResponse> {
+    let program = spec.spawn.program.clone();
+    match jail::run(jail, spec, sink).await {
+        Ok(r) => Ok(r),
+        Err(JailError::Spawn { source, .. }) if source.raw_os_error().is_some() => {
+            let exit_code = match source.raw_os_error() {
+                Some(libc::ENOENT) | Some(libc::ENOTDIR) => 127,
+                Some(libc::EACCES) | Some(libc::ENOEXEC) | Some(libc::EPERM) => 126,
+                _ => {
+                    return Err(AgentError::Internal(format!(
+                        "starting {program:?}: {source}"
+                    )))
+                }
+            };
+            Ok(ExecResponse {
+                exit_code,
+                stderr: format!("hearth: cannot run {program:?}: {source}\n"),
+                ..Default::default()
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Starts `spec` in a task and answers at once with an NDJSON stream of its output;
+/// `finish` turns the outcome into the final `exit` event.
+pub fn stream_run<F, Fut>(jail: jail::Jail, spec: ExecSpec, finish: F) -> Response<Body>
+where
+    F: FnOnce(ExecResponse) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = RunResponse> + Send,
+{
+    let (body_tx, body_rx) = mpsc::channel::<std::io::Result<Bytes>>(16);
+    let (ev_tx, mut ev_rx) = mpsc::channel::<StreamEvent>(16);
+    let exit_tx = ev_tx.clone();
+    tokio::spawn(async move {
+        let exec = match run_or_report(&jail, spec, OutputSink::Stream(ev_tx)).await {
+            Ok(r) => r,
+            Err(e) => ExecResponse {
+                exit_code: -1,
+                stderr: format!("hearth: {e}\n"),
+                ..Default::default()
+            },
+        };
+        let _ = exit_tx.send(StreamEvent::Exit(finish(exec).await)).await;
+    });
+    // Serialise events to lines; when the client goes away `body_tx` fails, `ev_rx` is
+    // dropped and the run sees its sink closed and kills its process group.
+    tokio::spawn(async move {
+        while let Some(ev) = ev_rx.recv().await {
+            let mut line = serde_json::to_vec(&ev).expect("events serialise");
+            line.push(b'\n');
+            if body_tx.send(Ok(Bytes::from(line))).await.is_err() {
+                break;
+            }
+            if matches!(ev, StreamEvent::Exit(_)) {
+                break;
+            }
+        }
+    });
+    h::streaming("application/x-ndjson", body_rx)
+}

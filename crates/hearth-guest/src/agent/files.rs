@@ -1,0 +1,149 @@
+//! `POST /files/upload` and `GET /files/download`: the agent streams bytes between the
+//! client and a jailed helper process (see [`super::helper`]); it never parses archives
+//! or touches workspace paths itself.
+
+use std::process::Stdio;
+
+use bytes::Bytes;
+use http::Response;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+
+use super::helper::HelperReply;
+use super::http::{self as h, Body};
+use super::{base_env, AgentError, Result, State};
+use crate::archive::WorkspacePath;
+use crate::jail::{spawn, SpawnSpec, AGENT_IN_JAIL};
+
+/// Largest reply line read from a helper.
+const MAX_REPLY: u64 = 64 * 1024;
+
+fn query_path(
+    req: &hyper::Request<Incoming>,
+    key: &str,
+    default: Option<&str>,
+) -> Result<WorkspacePath> {
+    let raw = h::query_param(req.uri().query(), key)?
+        .or(default.map(str::to_string))
+        .ok_or_else(|| AgentError::BadRequest(format!("missing query parameter `{key}`")))?;
+    WorkspacePath::parse(&raw).map_err(|e| AgentError::Invalid(format!("{key} {raw:?}: {e}")))
+}
+
+fn helper_spec(args: Vec<String>) -> SpawnSpec {
+    SpawnSpec {
+        program: AGENT_IN_JAIL.into(),
+        args,
+        env: base_env([]),
+        cwd: hearth_proto::WORKSPACE.into(),
+    }
+}
+
+fn helper_error(line: &[u8]) -> AgentError {
+    match serde_json::from_slice::<HelperReply>(line) {
+        Ok(HelperReply::Err {
+            status,
+            code,
+            message,
+        }) => AgentError::Helper {
+            status,
+            code,
+            message,
+        },
+        _ => AgentError::Internal(format!(
+            "archive helper failed: {}",
+            String::from_utf8_lossy(line).trim()
+        )),
+    }
+}
+
+pub async fn upload(state: &State, req: hyper::Request<Incoming>) -> Result<Response<Body>> {
+    let dest = query_path(&req, "dest", Some(hearth_proto::WORKSPACE))?;
+    let limits = state.config.upload_limits;
+    let spec = helper_spec(vec![
+        "__extract".into(),
+        hearth_proto::WORKSPACE.into(),
+        dest.to_string(),
+        limits.max_entries.to_string(),
+        limits.max_bytes.to_string(),
+    ]);
+    let stdio = [Stdio::piped(), Stdio::piped(), Stdio::null()];
+    let mut child = spawn(&state.jail, &spec, stdio)?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let mut body = req.into_body();
+    // Frame by frame: the archive is never held whole. If the helper stops reading (it
+    // rejected an entry and exited), the write fails and we stop too.
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| AgentError::BadRequest(format!("reading the upload: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if stdin.write_all(&data).await.is_err() {
+                break;
+            }
+        }
+    }
+    drop(stdin);
+    let mut reply = Vec::new();
+    let stdout = child.stdout.take().expect("piped");
+    let _ = stdout.take(MAX_REPLY).read_to_end(&mut reply).await;
+    let _ = child.wait().await;
+    match serde_json::from_slice::<HelperReply>(&reply) {
+        Ok(HelperReply::Ok(resp)) => Ok(h::json(200, &resp)),
+        _ => Err(helper_error(&reply)),
+    }
+}
+
+pub async fn download(state: &State, req: hyper::Request<Incoming>) -> Result<Response<Body>> {
+    let path = query_path(&req, "path", None)?;
+    let spec = helper_spec(vec![
+        "__pack".into(),
+        hearth_proto::WORKSPACE.into(),
+        path.to_string(),
+    ]);
+    let stdio = [Stdio::null(), Stdio::piped(), Stdio::null()];
+    let mut child = spawn(&state.jail, &spec, stdio)?;
+    let mut out = BufReader::new(child.stdout.take().expect("piped"));
+    let mut first = Vec::new();
+    (&mut out)
+        .take(MAX_REPLY)
+        .read_until(b'\n', &mut first)
+        .await
+        .map_err(|e| AgentError::Internal(format!("reading the archive helper: {e}")))?;
+    if first != b"ok\n" {
+        let _ = child.wait().await;
+        return Err(helper_error(&first));
+    }
+    let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(8);
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match out.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => {
+                    if tx
+                        .send(Ok(Bytes::copy_from_slice(&buf[..n])))
+                        .await
+                        .is_err()
+                    {
+                        return; // client gone; dropping `child` kills the helper
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            }
+        }
+        // A helper that failed half-way must not look like a complete archive: end the
+        // body with an error so the client sees a truncated transfer.
+        match child.wait().await {
+            Ok(s) if s.success() => {}
+            other => {
+                let msg = format!("archive helper ended badly: {other:?}");
+                let _ = tx.send(Err(std::io::Error::other(msg))).await;
+            }
+        }
+    });
+    Ok(h::streaming("application/gzip", rx))
+}

@@ -1,0 +1,135 @@
+//! Listeners: vsock in the guest; Unix sockets and loopback TCP for tests on the host.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::{handle, AgentError, Result, State};
+
+/// `vsock:PORT`, `unix:/path` or `tcp:127.0.0.1:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Vsock(u32),
+    Unix(PathBuf),
+    Tcp(SocketAddr),
+}
+
+impl FromStr for Listen {
+    type Err = AgentError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |why: &str| AgentError::Invalid(format!("--listen {s:?}: {why}"));
+        match s.split_once(':') {
+            Some(("vsock", port)) => Ok(Listen::Vsock(port.parse().map_err(|_| bad("bad port"))?)),
+            Some(("unix", path)) if !path.is_empty() => Ok(Listen::Unix(path.into())),
+            Some(("tcp", addr)) => {
+                let addr: SocketAddr = addr.parse().map_err(|_| bad("bad address"))?;
+                // The agent has no authentication: it must never be reachable from a network.
+                if !addr.ip().is_loopback() {
+                    return Err(bad("only loopback TCP addresses are allowed"));
+                }
+                Ok(Listen::Tcp(addr))
+            }
+            _ => Err(bad("expected vsock:PORT, unix:PATH or tcp:ADDR:PORT")),
+        }
+    }
+}
+
+fn serve_conn<S>(state: Arc<State>, io: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let svc = service_fn(move |req| {
+            let state = state.clone();
+            async move { Ok::<_, std::convert::Infallible>(handle(state, req).await) }
+        });
+        // Errors here are a client going away mid-request; nothing to report to anyone.
+        let _ = http1::Builder::new()
+            .serve_connection(TokioIo::new(io), svc)
+            .await;
+    });
+}
+
+/// Binds every listener, prints `listening on <addr>` for each (tests wait for these
+/// lines), then serves forever.
+pub async fn serve(state: Arc<State>, listens: Vec<Listen>) -> std::io::Result<()> {
+    let mut tasks = Vec::new();
+    for l in listens {
+        let state = state.clone();
+        match l {
+            Listen::Vsock(port) => {
+                let addr = tokio_vsock::VsockAddr::new(tokio_vsock::VMADDR_CID_ANY, port);
+                let lis = tokio_vsock::VsockListener::bind(addr)?;
+                println!("listening on vsock:{port}");
+                tasks.push(tokio::spawn(async move {
+                    loop {
+                        if let Ok((s, _)) = lis.accept().await {
+                            serve_conn(state.clone(), s);
+                        }
+                    }
+                }));
+            }
+            Listen::Unix(path) => {
+                let _ = std::fs::remove_file(&path);
+                let lis = tokio::net::UnixListener::bind(&path)?;
+                println!("listening on unix:{}", path.display());
+                tasks.push(tokio::spawn(async move {
+                    loop {
+                        if let Ok((s, _)) = lis.accept().await {
+                            serve_conn(state.clone(), s);
+                        }
+                    }
+                }));
+            }
+            Listen::Tcp(addr) => {
+                let lis = tokio::net::TcpListener::bind(addr).await?;
+                println!("listening on tcp:{}", lis.local_addr()?);
+                tasks.push(tokio::spawn(async move {
+                    loop {
+                        if let Ok((s, _)) = lis.accept().await {
+                            let _ = s.set_nodelay(true);
+                            serve_conn(state.clone(), s);
+                        }
+                    }
+                }));
+            }
+        }
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_specs_parse() {
+        assert_eq!("vsock:8080".parse::<Listen>().unwrap(), Listen::Vsock(8080));
+        assert_eq!(
+            "unix:/tmp/a.sock".parse::<Listen>().unwrap(),
+            Listen::Unix("/tmp/a.sock".into())
+        );
+        assert!("tcp:127.0.0.1:0".parse::<Listen>().is_ok());
+        assert!("tcp:[::1]:80".parse::<Listen>().is_ok());
+        for bad in [
+            "tcp:0.0.0.0:80",
+            "tcp:10.0.0.1:80",
+            "vsock:x",
+            "unix:",
+            "http:x",
+            "8080",
+        ] {
+            assert!(bad.parse::<Listen>().is_err(), "{bad}");
+        }
+    }
+}

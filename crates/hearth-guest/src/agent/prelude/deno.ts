@@ -1,0 +1,44 @@
+// Hearth run wrapper for Deno: the main module. Defines the global `result`, then imports
+// the user's module. Results go to the file `result` next to this wrapper (a per-run
+// directory with an unguessable name, the only file outside /workspace the run may
+// write); output is never parsed, so nothing the script prints can forge a result.
+const FILE = new URL("./result", import.meta.url).pathname;
+const MAIN: string = __HEARTH_MAIN__;
+const state: Record<string, unknown> = {};
+const save = () => Deno.writeTextFileSync(FILE, JSON.stringify(state));
+const toError = (e: unknown) =>
+  e !== null && typeof e === "object" && "message" in e
+    ? {
+      name: String((e as Error).name ?? "Error"),
+      message: String((e as Error).message),
+      stack: (e as Error).stack == null ? undefined : String((e as Error).stack),
+    }
+    : { name: "Error", message: String(e) };
+const result = Object.freeze({
+  set(value: unknown) {
+    const json = JSON.stringify(value);
+    state.result = json === undefined ? null : JSON.parse(json);
+    save();
+  },
+  error(err: unknown) {
+    state.error = toError(err);
+    save();
+  },
+});
+Object.defineProperty(globalThis, "result", { value: result, enumerable: false });
+// Observe uncaught errors without preventing Deno's own report and non-zero exit.
+globalThis.addEventListener("error", (ev) => {
+  state.error = toError((ev as ErrorEvent).error);
+  save();
+});
+globalThis.addEventListener("unhandledrejection", (ev) => {
+  state.error = toError((ev as PromiseRejectionEvent).reason);
+  save();
+});
+try {
+  await import(MAIN);
+} catch (e) {
+  state.error = toError(e);
+  save();
+  throw e;
+}

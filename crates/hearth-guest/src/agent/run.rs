@@ -1,0 +1,264 @@
+//! `POST /run-ts`, `/run-js`, `/run-python`.
+//!
+//! Each run gets a directory `/.hearth/runs/<128-bit token>/` inside the jail, created
+//! by the agent (root-owned, in a tmpfs whose top directory is not listable by user
+//! code) holding the wrapper, the inline code and an empty `result` file owned by uid
+//! 1000. The wrapper defines `result.set(value)` / `result.error(err)` and writes the
+//! current state as JSON into that file; an uncaught exception is recorded there too.
+//! The agent reads the file after the process ends. stdout and stderr are returned
+//! untouched and never parsed, so printed text cannot forge a result; the script itself
+//! can of course write the file, which is the same as calling `result.set`.
+//!
+//! Inline code is written to the run directory, so relative imports in it resolve
+//! there; the working directory is `/workspace` (Node's `require('./x')` and Python
+//! imports look there: Python's `sys.path[0]` is `/workspace` for inline code, the
+//! script's directory for `path`).
+
+use std::fs::{self, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use hearth_proto::{ExecResponse, RunRequest, RunResponse, ScriptError, MAX_JSON_BODY};
+use http::Response;
+use hyper::body::Incoming;
+
+use super::exec::{run_or_report, stream_run, timeout};
+use super::http::{self as h, Body};
+use super::{base_env, AgentError, Result, State};
+use crate::archive::WorkspacePath;
+use crate::jail::{ExecSpec, OutputSink, SpawnSpec};
+
+const NODE_PRELUDE: &str = include_str!("prelude/node.cjs");
+const DENO_WRAPPER: &str = include_str!("prelude/deno.ts");
+const PYTHON_WRAPPER: &str = include_str!("prelude/python.py");
+/// Largest result file read back; beyond it the run reports a `HearthResultError`.
+const MAX_RESULT: u64 = MAX_JSON_BODY as u64;
+/// `/etc` files Deno may read when the run has network access (DNS and TLS).
+const DENO_NET_READS: &str = "/etc/resolv.conf,/etc/hosts,/etc/nsswitch.conf,/etc/ssl";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    Deno,
+    Node,
+    Python,
+}
+
+impl Runtime {
+    fn extension(self, code: &str) -> &'static str {
+        match self {
+            Runtime::Deno => "ts",
+            // Node 18/20 treat `.js` as CommonJS; code using `import`/`export` at the start
+            // of a line must be an ES module to run at all.
+            Runtime::Node
+                if code
+                    .lines()
+                    .any(|l| l.starts_with("import ") || l.starts_with("export ")) =>
+            {
+                "mjs"
+            }
+            Runtime::Node => "js",
+            Runtime::Python => "py",
+        }
+    }
+}
+
+/// The per-run directory, removed when dropped.
+struct RunDir {
+    inside: String,
+    host: PathBuf,
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.host);
+    }
+}
+
+impl RunDir {
+    fn create(state: &State) -> Result<Self> {
+        let inside = format!("/.hearth/runs/{}", crate::jail::random_token());
+        let host = state.jail.host_path(&inside);
+        let dir = RunDir { inside, host };
+        let io =
+            |e: std::io::Error| AgentError::Internal(format!("preparing the run directory: {e}"));
+        fs::create_dir(&dir.host).map_err(io)?;
+        fs::set_permissions(&dir.host, fs::Permissions::from_mode(0o755)).map_err(io)?;
+        let result = dir.host.join("result");
+        fs::write(&result, b"").map_err(io)?;
+        fs::set_permissions(&result, fs::Permissions::from_mode(0o600)).map_err(io)?;
+        nix::unistd::chown(
+            &result,
+            Some(nix::unistd::Uid::from_raw(state.jail.uid)),
+            Some(nix::unistd::Gid::from_raw(state.jail.gid)),
+        )
+        .map_err(|e| AgentError::Internal(format!("chown of the result file: {e}")))?;
+        Ok(dir)
+    }
+
+    fn write(&self, name: &str, content: &str) -> Result<String> {
+        fs::write(self.host.join(name), content)
+            .map_err(|e| AgentError::Internal(format!("writing {name}: {e}")))?;
+        Ok(format!("{}/{name}", self.inside))
+    }
+}
+
+pub async fn handle(
+    state: &State,
+    rt: Runtime,
+    req: hyper::Request<Incoming>,
+    stream: bool,
+) -> Result<Response<Body>> {
+    let req: RunRequest = h::read_json(req, MAX_JSON_BODY).await?;
+    req.validate()?;
+    let env = req.env_pairs()?;
+    let dir = RunDir::create(state)?;
+
+    let (main, mode) = match (&req.code, &req.path) {
+        (Some(code), _) => (
+            dir.write(&format!("main.{}", rt.extension(code)), code)?,
+            "code",
+        ),
+        (None, Some(p)) => {
+            let wp = WorkspacePath::parse(p)
+                .map_err(|e| AgentError::Invalid(format!("path {p:?}: {e}")))?;
+            let inside = wp.to_string();
+            if !state.jail.host_path(&inside).is_file() {
+                return Err(AgentError::NotFound(format!("{inside} is not a file")));
+            }
+            (inside, "path")
+        }
+        (None, None) => unreachable!("validate() requires code or path"),
+    };
+
+    let cfg = &state.config;
+    let (program, mut args, mut env) = match rt {
+        Runtime::Node => {
+            let prelude = dir.write("prelude.cjs", NODE_PRELUDE)?;
+            (
+                cfg.node.clone(),
+                vec!["--require".into(), prelude, main],
+                base_env(env),
+            )
+        }
+        Runtime::Python => {
+            let wrapper = dir.write("wrapper.py", PYTHON_WRAPPER)?;
+            (
+                cfg.python.clone(),
+                vec!["-u".into(), wrapper, main, mode.into()],
+                base_env(env),
+            )
+        }
+        Runtime::Deno => {
+            let url = format!("file://{main}");
+            let wrapper = DENO_WRAPPER.replace(
+                "__HEARTH_MAIN__",
+                &serde_json::to_string(&url).expect("string"),
+            );
+            let wrapper = dir.write("wrapper.ts", &wrapper)?;
+            let args = deno_args(&req, &dir.inside, &env, wrapper);
+            // Deno reads this itself; user code cannot see it without an --allow-env for it.
+            let mut e = base_env(env);
+            e.push(("DENO_NO_UPDATE_CHECK".into(), "1".into()));
+            (cfg.deno.clone(), args, e)
+        }
+    };
+    args.extend(req.args.iter().cloned());
+    env.sort();
+    let spec = ExecSpec {
+        spawn: SpawnSpec {
+            program,
+            args,
+            env,
+            cwd: hearth_proto::WORKSPACE.into(),
+        },
+        stdin: None,
+        timeout: timeout(req.timeout_ms),
+        output_cap: cfg.output_cap,
+    };
+    let jail = state.jail.clone();
+    if stream {
+        return Ok(stream_run(jail, spec, move |exec| async move {
+            finish(exec, &dir)
+        }));
+    }
+    let exec = run_or_report(&jail, spec, OutputSink::Capture).await?;
+    Ok(h::json(200, &finish(exec, &dir)))
+}
+
+/// Deno's permissions: read and write `/workspace`, read this run's directory (to import
+/// the inline code) and write only its result file; the network only when asked; env
+/// vars only those passed. Never an empty `--allow-*=`: that would mean "everything".
+fn deno_args(
+    req: &RunRequest,
+    run_dir: &str,
+    env: &[(String, String)],
+    wrapper: String,
+) -> Vec<String> {
+    let mut reads = format!("{},{run_dir}", hearth_proto::WORKSPACE);
+    let mut args = vec!["run".to_string(), "--no-prompt".to_string()];
+    if req.allow_net {
+        reads.push(',');
+        reads.push_str(DENO_NET_READS);
+        args.push("--allow-net".into());
+    }
+    args.push(format!("--allow-read={reads}"));
+    args.push(format!(
+        "--allow-write={},{run_dir}/result",
+        hearth_proto::WORKSPACE
+    ));
+    let keys: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+    if !keys.is_empty() {
+        args.push(format!("--allow-env={}", keys.join(",")));
+    }
+    args.push(wrapper);
+    args
+}
+
+/// What the script recorded, read from the result file.
+#[derive(serde::Deserialize, Default)]
+struct Recorded {
+    #[serde(default)]
+    result: Option<serde_json::Value>,
+    #[serde(default)]
+    error: Option<ScriptError>,
+}
+
+fn finish(exec: ExecResponse, dir: &RunDir) -> RunResponse {
+    let recorded = read_result(&dir.host.join("result")).unwrap_or_else(|message| Recorded {
+        result: None,
+        error: Some(ScriptError {
+            name: "HearthResultError".into(),
+            message,
+            stack: None,
+        }),
+    });
+    RunResponse {
+        exec,
+        result: recorded.result,
+        error: recorded.error,
+    }
+}
+
+fn read_result(path: &Path) -> std::result::Result<Recorded, String> {
+    // O_NOFOLLOW: the file is the user's; never read through a link they could not make
+    // here anyway (the directory is root's), but cheap to rule out.
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("reading the result: {e}"))?;
+    let mut buf = Vec::new();
+    f.take(MAX_RESULT + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("reading the result: {e}"))?;
+    if buf.len() as u64 > MAX_RESULT {
+        return Err(format!(
+            "the recorded result is larger than {MAX_RESULT} bytes"
+        ));
+    }
+    if buf.is_empty() {
+        return Ok(Recorded::default());
+    }
+    serde_json::from_slice(&buf).map_err(|e| format!("the recorded result is not valid: {e}"))
+}

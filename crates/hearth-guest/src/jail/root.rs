@@ -1,0 +1,306 @@
+//! Assembling the jail root directory.
+
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, MsFlags};
+use nix::unistd::{chown, Gid, Uid};
+
+use super::{JailError, Result};
+
+/// Where runtimes and the agent binary appear inside the jail.
+pub const RUNTIME_BIN_DIR: &str = "/opt/hearth/bin";
+/// The agent binary as seen inside the jail (used for the archive helpers).
+pub const AGENT_IN_JAIL: &str = "/opt/hearth/bin/hearth-agent";
+
+/// Top-level host directories shared read-only with the jail.
+const SYSTEM_DIRS: &[&str] = &["usr", "bin", "sbin", "lib", "lib64", "lib32", "libx32"];
+/// `/etc` entries programs need for name resolution, TLS, the loader and a few tools.
+/// Anything else, `shadow` in particular, stays out.
+const ETC_ENTRIES: &[&str] = &[
+    "hosts",
+    "resolv.conf",
+    "nsswitch.conf",
+    "host.conf",
+    "gai.conf",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "localtime",
+    "ssl",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "alternatives",
+    "protocols",
+    "services",
+    "mime.types",
+    "gitconfig",
+    "os-release",
+    "debian_version",
+    "python3",
+    "python3.11",
+    "python3.12",
+    "nodejs",
+    "npmrc",
+];
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+#[derive(Debug, Clone)]
+pub struct JailConfig {
+    /// Directory the jail is assembled in; created if missing.
+    pub root: PathBuf,
+    /// Host directory shown read-write as `/workspace`.
+    pub workspace: PathBuf,
+    /// Extra executables bound into [`RUNTIME_BIN_DIR`] under their file name.
+    pub runtime_bins: Vec<PathBuf>,
+    /// This agent binary, bound as [`AGENT_IN_JAIL`].
+    pub agent_bin: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    /// `size=` of each run's private `/tmp`.
+    pub tmp_size: String,
+}
+
+/// A built jail; cheap to clone and share.
+#[derive(Debug, Clone)]
+pub struct Jail {
+    pub root: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    pub tmp_size: String,
+}
+
+fn mnt(
+    src: Option<&Path>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<()> {
+    mount(src, target, fstype, flags, data).map_err(|source| JailError::Mount {
+        what: src
+            .map(|s| s.display().to_string())
+            .or(fstype.map(str::to_string))
+            .unwrap_or_else(|| "remount".into()),
+        target: target.display().to_string(),
+        source,
+    })
+}
+
+/// Binds `src` at `dst` (which must exist) and makes the bind read-only and nosuid.
+fn bind_ro(src: &Path, dst: &Path) -> Result<()> {
+    mnt(
+        Some(src),
+        dst,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
+    let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID;
+    mnt(None, dst, None, ro, None)
+}
+
+/// Creates the mount point `dst` matching the kind of `src` (a bind needs a file for a
+/// file and a directory for a directory).
+fn mount_point_like(src: &Path, dst: &Path) -> Result<()> {
+    if src.is_dir() {
+        fs::create_dir_all(dst)
+    } else {
+        fs::write(dst, b"")
+    }
+    .map_err(JailError::io(format!("creating {}", dst.display())))
+}
+
+impl Jail {
+    /// Builds the jail. Must run as root, before any other thread exists, inside a mount
+    /// namespace of our own (see [`crate::agent`]'s start-up), because it mounts.
+    pub fn build(cfg: &JailConfig) -> Result<Jail> {
+        let root = &cfg.root;
+        let io = |what: &str| JailError::io(format!("{what} in {}", root.display()));
+        fs::create_dir_all(root).map_err(io("creating the jail root"))?;
+        let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        mnt(
+            None,
+            root,
+            Some("tmpfs"),
+            nosuid,
+            Some("mode=0755,size=16m"),
+        )?;
+
+        for d in SYSTEM_DIRS {
+            let host = Path::new("/").join(d);
+            let inside = root.join(d);
+            match fs::symlink_metadata(&host) {
+                // Merged-/usr systems: /bin -> usr/bin; keep the link, the target is bound.
+                Ok(m) if m.file_type().is_symlink() => {
+                    let target = fs::read_link(&host).map_err(io("reading a system link"))?;
+                    symlink(target, &inside).map_err(io("linking a system dir"))?;
+                }
+                Ok(m) if m.is_dir() => {
+                    fs::create_dir(&inside).map_err(io("creating a system dir"))?;
+                    bind_ro(&host, &inside)?;
+                }
+                _ => {}
+            }
+        }
+
+        Self::build_etc(root)?;
+        Self::build_dev(root)?;
+
+        let proc_dir = root.join("proc");
+        fs::create_dir(&proc_dir).map_err(io("creating /proc"))?;
+        let pflags = nosuid | MsFlags::MS_NOEXEC;
+        // Hide the agent's (root's) processes from user code; old kernels lack the option.
+        mnt(
+            None,
+            &proc_dir,
+            Some("proc"),
+            pflags,
+            Some("hidepid=invisible"),
+        )
+        .or_else(|_| mnt(None, &proc_dir, Some("proc"), pflags, None))?;
+
+        for d in ["tmp", "run", "var", "root", "home"] {
+            fs::create_dir(root.join(d)).map_err(io("creating a top-level dir"))?;
+        }
+        fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777))
+            .map_err(io("chmod /tmp"))?;
+        symlink("/tmp", root.join("var/tmp")).map_err(io("linking /var/tmp"))?;
+
+        let ws = root.join("workspace");
+        fs::create_dir(&ws).map_err(io("creating /workspace"))?;
+        let host_ws = &cfg.workspace;
+        fs::create_dir_all(host_ws).map_err(io("creating the host workspace"))?;
+        chown(
+            host_ws,
+            Some(Uid::from_raw(cfg.uid)),
+            Some(Gid::from_raw(cfg.gid)),
+        )
+        .map_err(|e| JailError::Setup(format!("chown {}: {e}", host_ws.display())))?;
+        mnt(
+            Some(host_ws),
+            &ws,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
+        let rw = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | nosuid;
+        mnt(None, &ws, None, rw, None)?;
+
+        // Per-run directories (code files, result files). 0711: user code can reach its
+        // own run directory by its unguessable name but cannot list the others.
+        let runs = root.join(".hearth/runs");
+        fs::create_dir_all(&runs).map_err(io("creating /.hearth/runs"))?;
+        mnt(
+            None,
+            &runs,
+            Some("tmpfs"),
+            nosuid,
+            Some("mode=0711,size=64m"),
+        )?;
+
+        let bin = root.join(RUNTIME_BIN_DIR.trim_start_matches('/'));
+        fs::create_dir_all(&bin).map_err(io("creating the runtime bin dir"))?;
+        let agent_in = root.join(AGENT_IN_JAIL.trim_start_matches('/'));
+        let mut bins: Vec<(PathBuf, PathBuf)> = vec![(cfg.agent_bin.clone(), agent_in)];
+        for b in &cfg.runtime_bins {
+            let name = b
+                .file_name()
+                .ok_or_else(|| JailError::Setup(format!("{} has no file name", b.display())))?;
+            bins.push((b.clone(), bin.join(name)));
+        }
+        for (src, dst) in bins {
+            fs::write(&dst, b"").map_err(io("creating a runtime mount point"))?;
+            bind_ro(&src, &dst)?;
+        }
+
+        // The root itself: nothing in it is writable any more, even by root in the jail.
+        let ro = MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nosuid;
+        mnt(None, root, Some("tmpfs"), ro, Some("mode=0755"))?;
+
+        Ok(Jail {
+            root: root.clone(),
+            uid: cfg.uid,
+            gid: cfg.gid,
+            tmp_size: cfg.tmp_size.clone(),
+        })
+    }
+
+    fn build_etc(root: &Path) -> Result<()> {
+        let etc = root.join("etc");
+        let io = |what: &str| JailError::io(format!("{what} in {}", etc.display()));
+        fs::create_dir(&etc).map_err(io("creating /etc"))?;
+        let passwd = "root:x:0:0:root:/root:/bin/sh\n\
+                      user:x:1000:1000:user:/workspace:/bin/sh\n\
+                      nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
+        fs::write(etc.join("passwd"), passwd).map_err(io("writing passwd"))?;
+        let group = "root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n";
+        fs::write(etc.join("group"), group).map_err(io("writing group"))?;
+        symlink("/proc/self/mounts", etc.join("mtab")).map_err(io("linking mtab"))?;
+        for name in ETC_ENTRIES {
+            let host = Path::new("/etc").join(name);
+            // `exists` follows symlinks (resolv.conf often is one): bind what it points to.
+            if !host.exists() {
+                continue;
+            }
+            let inside = etc.join(name);
+            mount_point_like(&host, &inside)?;
+            bind_ro(&host, &inside)?;
+        }
+        Ok(())
+    }
+
+    fn build_dev(root: &Path) -> Result<()> {
+        let dev = root.join("dev");
+        let io = |what: &str| JailError::io(format!("{what} in {}", dev.display()));
+        fs::create_dir(&dev).map_err(io("creating /dev"))?;
+        mnt(
+            None,
+            &dev,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID,
+            Some("mode=0755,size=64k"),
+        )?;
+        for d in DEVICES {
+            let host = Path::new("/dev").join(d);
+            if host.exists() {
+                let inside = dev.join(d);
+                fs::write(&inside, b"").map_err(io("creating a device mount point"))?;
+                mnt(Some(&host), &inside, None, MsFlags::MS_BIND, None)?;
+            }
+        }
+        // A private devpts instance gives the jail working ptys without exposing the host's.
+        let pts = dev.join("pts");
+        fs::create_dir(&pts).map_err(io("creating /dev/pts"))?;
+        let opts = "newinstance,ptmxmode=0666,mode=0620";
+        if mnt(None, &pts, Some("devpts"), MsFlags::MS_NOSUID, Some(opts)).is_ok() {
+            symlink("pts/ptmx", dev.join("ptmx")).map_err(io("linking ptmx"))?;
+        }
+        let shm = dev.join("shm");
+        fs::create_dir(&shm).map_err(io("creating /dev/shm"))?;
+        let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        mnt(
+            None,
+            &shm,
+            Some("tmpfs"),
+            nosuid,
+            Some("mode=1777,size=64m"),
+        )?;
+        for (link, target) in [
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+        ] {
+            symlink(target, dev.join(link)).map_err(io("linking a /dev entry"))?;
+        }
+        let ro = MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID;
+        mnt(None, &dev, Some("tmpfs"), ro, Some("mode=0755"))
+    }
+
+    /// Host-side path of a path inside the jail.
+    pub fn host_path(&self, inside: &str) -> PathBuf {
+        self.root.join(inside.trim_start_matches('/'))
+    }
+}

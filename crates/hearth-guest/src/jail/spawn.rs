@@ -1,0 +1,117 @@
+//! Starting one process inside the jail.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::process::Stdio;
+
+use tokio::process::{Child, Command};
+
+use super::{Jail, JailError, Result};
+
+/// What to start. `cwd` is a path inside the jail; `env` is the complete environment.
+#[derive(Debug, Clone, Default)]
+pub struct SpawnSpec {
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: String,
+}
+
+fn cstr(s: impl AsRef<std::ffi::OsStr>) -> Result<CString> {
+    CString::new(s.as_ref().as_bytes())
+        .map_err(|_| JailError::Setup(format!("{:?} contains a NUL byte", s.as_ref())))
+}
+
+/// Turns a -1 return into the current `errno` as an `io::Error`.
+fn check(ret: libc::c_int) -> io::Result<()> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Starts `spec` jailed, with the given standard streams. The child leads its own
+/// session and process group (pgid == pid), so the caller can kill the whole group.
+pub fn spawn(jail: &Jail, spec: &SpawnSpec, stdio: [Stdio; 3]) -> Result<Child> {
+    // Everything the child needs is allocated here, in the parent: after fork only
+    // async-signal-safe calls are allowed, which rules out allocation.
+    let root = cstr(jail.root.as_os_str())?;
+    let tmp = cstr(jail.host_path("tmp").as_os_str())?;
+    let tmp_opts = cstr(format!("mode=1777,size={}", jail.tmp_size))?;
+    let cwd = cstr(&spec.cwd)?;
+    let (uid, gid) = (jail.uid, jail.gid);
+    let slash = c"/";
+    let tmpfs = c"tmpfs";
+
+    let [stdin, stdout, stderr] = stdio;
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(stderr)
+        .kill_on_drop(true);
+    // SAFETY: the closure runs in the forked child before exec. It only makes raw
+    // system calls (setsid, unshare, mount, chroot, chdir, prctl, setgroups, setres[ug]id,
+    // setrlimit, umask), all async-signal-safe, and only reads the CStrings prepared above,
+    // which the closure owns; it allocates nothing, takes no locks and touches no shared
+    // state, so it cannot deadlock on a lock another parent thread held at fork time.
+    // `io::Error::last_os_error` only reads errno.
+    unsafe {
+        cmd.pre_exec(move || {
+            check(libc::setsid())?;
+            // Own mount namespace: a private /tmp per run that disappears with it.
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+            let private = libc::MS_REC | libc::MS_PRIVATE;
+            check(libc::mount(
+                std::ptr::null(),
+                slash.as_ptr(),
+                std::ptr::null(),
+                private,
+                std::ptr::null(),
+            ))?;
+            check(libc::mount(
+                tmpfs.as_ptr(),
+                tmp.as_ptr(),
+                tmpfs.as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                tmp_opts.as_ptr().cast(),
+            ))?;
+            check(libc::chroot(root.as_ptr()))?;
+            check(libc::chdir(slash.as_ptr()))?;
+            // Empty the bounding set while we still hold CAP_SETPCAP; the uid change below
+            // clears the permitted/effective/ambient sets. EINVAL marks the end of the
+            // kernel's capability list.
+            for cap in 0..64 {
+                if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) == -1
+                    && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL)
+                {
+                    break;
+                }
+            }
+            check(libc::setgroups(0, std::ptr::null()))?;
+            check(libc::setresgid(gid, gid, gid))?;
+            check(libc::setresuid(uid, uid, uid))?;
+            check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+            // Set after the uid change, which clears it. If the agent dies, so does the
+            // leader; the rest of the group is killed by the agent's timeout handling.
+            check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
+            let no_core = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            check(libc::setrlimit(libc::RLIMIT_CORE, &no_core))?;
+            libc::umask(0o022);
+            // As the user, so a cwd the user may not enter fails here.
+            check(libc::chdir(cwd.as_ptr()))?;
+            Ok(())
+        });
+    }
+    cmd.spawn().map_err(|source| JailError::Spawn {
+        program: spec.program.clone(),
+        source,
+    })
+}
