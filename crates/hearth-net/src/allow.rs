@@ -29,6 +29,17 @@ pub struct Destination {
     pub port: Option<u16>,
 }
 
+/// `CIDR` or `CIDR:port`: a form [`AllowEntry`] parses back, so the server can hand the
+/// resolved list to the guest agent, which then needs no DNS of its own.
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.port {
+            None => write!(f, "{}", self.net),
+            Some(p) => write!(f, "{}:{p}", self.net),
+        }
+    }
+}
+
 impl FromStr for AllowEntry {
     type Err = AllowError;
 

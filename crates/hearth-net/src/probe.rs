@@ -76,7 +76,10 @@ pub(crate) fn run(net: &Network) -> Probe {
         Uplink::Netns(n) if sys::netns_exists(n) => Ok(format!("uplink namespace {n}")),
         Uplink::Netns(n) => Err(format!("uplink namespace {n} does not exist")),
     };
-    add("uplink", uplink);
+    let uplink_ok = add("uplink", uplink);
+    if tools_ok && uplink_ok && euid == 0 {
+        add("forward", foreign_forward_drop(net));
+    }
     if tools_ok && euid == 0 {
         add("trial", trial(net));
     }
@@ -88,6 +91,35 @@ fn forward_state() -> Result<String, String> {
         Ok(v) if v.trim() == "1" => Ok("host uplink, IPv4 forwarding on".into()),
         Ok(_) => Ok("host uplink; IPv4 forwarding is off and will be turned on".into()),
         Err(e) => Err(format!("cannot read ip_forward: {e}")),
+    }
+}
+
+/// Another table's forward chain with policy drop (Docker installs one) drops VM traffic
+/// whatever our accept says: in nftables every base chain on a hook must accept a packet.
+fn foreign_forward_drop(net: &Network) -> Result<String, String> {
+    let ns = match &net.config().uplink {
+        Uplink::Host => None,
+        Uplink::Netns(n) => Some(n.as_str()),
+    };
+    let out = sys::nft(ns, &["-j", "list", "chains"]).map_err(|e| e.to_string())?;
+    let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+    let blocking: Vec<String> = v["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| {
+            let c = &o["chain"];
+            (c["hook"] == "forward" && c["policy"] == "drop")
+                .then(|| format!("{} {} {}", c["family"], c["table"], c["name"]).replace('"', ""))
+        })
+        .collect();
+    if blocking.is_empty() {
+        Ok("no other forward chain drops by default".into())
+    } else {
+        Err(format!(
+            "forward chains with policy drop would drop VM traffic: {} (accept iifname/oifname \"hv*\" there)",
+            blocking.join(", ")
+        ))
     }
 }
 

@@ -5,8 +5,12 @@ mod support;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use hearth_net::{NetError, NetRequest, Network, Uplink};
+use hearth_net::{NetConfig, NetError, NetRequest, Network, Uplink};
 use support::*;
+
+/// Server VM ids are UUIDv4s; use that shape where names are derived from them.
+const CRASH1: &str = "0f3e1c2a-9b7d-4e2f-8a61-3c5d7e9f1a2b";
+const CRASH2: &str = "7a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
 
 fn open() -> NetRequest {
     NetRequest {
@@ -87,7 +91,7 @@ fn reconcile_after_sigkill_of_the_owner() {
     };
     // A separate process sets up two VMs' networking and is then killed without warning.
     let mut kids = vec![];
-    for (vm, subnet) in [("crash1", "172.30.0.0/29"), ("crash2", "172.30.0.8/29")] {
+    for (vm, subnet) in [(CRASH1, "172.30.0.0/29"), (CRASH2, "172.30.0.8/29")] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hearth-netctl"))
             .args(["setup", vm, subnet, "--hold", "203.0.113.10:80"])
             .env("HEARTH_NET_UPLINK", host)
@@ -107,12 +111,50 @@ fn reconcile_after_sigkill_of_the_owner() {
         k.kill().unwrap(); // SIGKILL
         k.wait().unwrap();
     }
-    // A "restarted server": a fresh Network from the same config; it knows crash2 only.
+    // A "restarted server": a fresh Network from the same config; it knows CRASH2 only.
     let restarted = Network::new(w.net.config().clone());
-    assert_eq!(restarted.list_owned().unwrap(), ["crash1", "crash2"]);
-    assert_eq!(restarted.reconcile(&["crash2"]).unwrap(), ["crash1"]);
-    assert!(traces(&w, "crash1").is_empty());
-    assert!(!traces(&w, "crash2").is_empty(), "a known VM is kept");
-    assert_eq!(restarted.reconcile(&[]).unwrap(), ["crash2"]);
-    assert!(traces(&w, "crash2").is_empty());
+    assert_eq!(restarted.list_owned().unwrap(), [CRASH1, CRASH2]);
+    assert_eq!(restarted.reconcile(&[CRASH2]).unwrap(), [CRASH1]);
+    assert!(traces(&w, CRASH1).is_empty());
+    assert!(!traces(&w, CRASH2).is_empty(), "a known VM is kept");
+    assert_eq!(restarted.reconcile(&[]).unwrap(), [CRASH2]);
+    assert!(traces(&w, CRASH2).is_empty());
+}
+
+#[test]
+fn probe_reports_what_blocks_networking() {
+    let w = World::new();
+    let p = w.net.probe();
+    assert!(p.ok(), "{p:?}");
+    // A Docker-style forward chain with policy drop in the uplink breaks VM traffic.
+    let ruleset = "table ip other {\n  chain blocker {\n    type filter hook forward priority 0; policy drop;\n  }\n}\n";
+    let mut nft = Command::new("ip")
+        .args(["netns", "exec", &w.host, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    nft.stdin
+        .take()
+        .unwrap()
+        .write_all(ruleset.as_bytes())
+        .unwrap();
+    assert!(nft.wait().unwrap().success());
+    let p = w.net.probe();
+    assert!(!p.ok());
+    assert!(
+        p.summary().starts_with("forward: ") && p.summary().contains("ip other blocker"),
+        "{}",
+        p.summary()
+    );
+    // And a missing uplink namespace is named as such.
+    let cfg = NetConfig::new(
+        "172.30.0.0/16".parse().unwrap(),
+        Uplink::Netns(format!("{}nope", w.prefix)),
+        DNS,
+        &w.prefix,
+    )
+    .unwrap();
+    let p = Network::new(cfg).probe();
+    assert!(p.summary().starts_with("uplink: "), "{}", p.summary());
 }
