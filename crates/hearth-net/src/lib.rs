@@ -1,4 +1,4 @@
-//! Host networking for Hearth VMs. See `README.md` in this crate for the isolation story.
+//! Host networking for Hearth VMs. `README.md` in this crate has the isolation story.
 //!
 //! A VM without `outbound: true` gets nothing from this crate and no NIC. A networked VM gets:
 //! - its own network namespace `<prefix>-<vm>`, holding only `tap0` (the VMM's TAP, the guest's
@@ -235,6 +235,20 @@ impl Network {
         }
         self.apply_policy(vm_id, &subnet, &allow)?;
         Ok(allow)
+    }
+
+    /// The list for the guest agent's in-guest rules (`FirewallRequest.allow`), which take
+    /// plain CIDRs without ports: the resolved addresses plus the resolver. Coarser than the
+    /// host rules on purpose; those stay authoritative. Empty (open) when `allow` is empty.
+    pub fn guest_allow(&self, allow: &[Destination]) -> Vec<String> {
+        if allow.is_empty() {
+            return vec![];
+        }
+        let mut nets: Vec<Ipv4Net> = allow.iter().map(|d| d.net).collect();
+        nets.push(Ipv4Net::new(self.cfg.dns, 32).expect("a /32 has no host bits"));
+        nets.sort();
+        nets.dedup();
+        nets.iter().map(Ipv4Net::to_string).collect()
     }
 
     /// The VM's host-side ruleset as `nft list` prints it (for `hearth vm show`).
