@@ -35,8 +35,26 @@ pub enum Error {
     },
     #[error("agent transport: {0}")]
     Transport(String),
+    #[error("{name}={value:?} is not valid: expected {expected}")]
+    BadSetting {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("VM {id} exited during boot: {detail}")]
+    VmDied { id: String, detail: String },
     #[error("VM state dir {0} has no usable metadata: {1}")]
     BadState(PathBuf, String),
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns (most errors here are about files).
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,255 @@
+//! Firecracker backend: one `firecracker --api-sock` process per VM, configured through
+//! its REST API, with the serial console on its stdout (captured to `console.log`).
+//!
+//! With a jailer (`jailer_bin` and a uid/gid), the layout is the jailer's own:
+//! chroot = `<state>/jail/firecracker/<id>/root/`. Hearth hard-links the kernel and the
+//! base rootfs into it (same file system required: the rootfs is never copied), creates
+//! the overlay there (owned by the jail uid), and Firecracker's sockets (`fc.sock`,
+//! `vsock.sock`) live at the chroot's top, so the handle points inside the chroot.
+pub mod api;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::handle::VmHandle;
+use crate::process::{self, ProcRecord, Spawn};
+use crate::{qemu, Accel, Error, Result, VmSpec, Vmm, VmmKind};
+
+pub struct Firecracker {
+    pub firecracker_bin: PathBuf,
+    /// Jailer binary and the uid/gid to drop to; `None` runs Firecracker directly.
+    pub jailer: Option<(PathBuf, u32, u32)>,
+}
+
+/// Where things are, as the host sees them and as Firecracker sees them.
+struct Paths {
+    /// Directory holding Firecracker's files (the chroot under the jailer).
+    root: PathBuf,
+    api: PathBuf,
+    vsock: PathBuf,
+    overlay: PathBuf,
+    /// Path prefix Firecracker must use for files under `root` ("" outside a jail).
+    inside: fn(&Path, &Path) -> String,
+}
+
+fn host_path(_root: &Path, p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn chroot_path(root: &Path, p: &Path) -> String {
+    format!("/{}", p.strip_prefix(root).unwrap_or(p).display())
+}
+
+impl Firecracker {
+    fn paths(&self, spec: &VmSpec) -> Paths {
+        let root = match &self.jailer {
+            None => spec.state_dir.clone(),
+            Some(_) => spec
+                .state_dir
+                .join("jail/firecracker")
+                .join(&spec.id)
+                .join("root"),
+        };
+        Paths {
+            api: root.join("fc.sock"),
+            vsock: root.join("vsock.sock"),
+            overlay: spec
+                .overlay
+                .clone()
+                .unwrap_or_else(|| root.join("overlay.ext4")),
+            inside: if self.jailer.is_some() {
+                chroot_path
+            } else {
+                host_path
+            },
+            root,
+        }
+    }
+
+    /// Under the jailer, every file Firecracker opens must be inside the chroot.
+    fn link_into_jail(
+        &self,
+        p: &Paths,
+        spec: &VmSpec,
+        uid: u32,
+        gid: u32,
+    ) -> Result<(PathBuf, PathBuf)> {
+        std::fs::create_dir_all(&p.root).map_err(|e| Error::io(&p.root, e))?;
+        let link = |src: &Path, name: &str| -> Result<PathBuf> {
+            let dst = p.root.join(name);
+            if !dst.exists() {
+                std::fs::hard_link(src, &dst).map_err(|e| Error::io(&dst, e))?;
+            }
+            Ok(dst)
+        };
+        let kernel = link(&spec.kernel, "vmlinux")?;
+        let rootfs = link(&spec.rootfs, "rootfs.ext4")?;
+        std::os::unix::fs::chown(&p.overlay, Some(uid), Some(gid))
+            .map_err(|e| Error::io(&p.overlay, e))?;
+        Ok((kernel, rootfs))
+    }
+
+    fn spawn(&self, spec: &VmSpec, p: &Paths) -> Result<ProcRecord> {
+        let console = spec.state_dir.join("console.log");
+        let netns = spec.net.as_ref().and_then(|n| n.netns.as_deref());
+        match &self.jailer {
+            None => process::spawn(Spawn {
+                role: "vmm",
+                program: &self.firecracker_bin,
+                args: vec![
+                    "--api-sock".into(),
+                    p.api.display().to_string(),
+                    "--id".into(),
+                    spec.id.clone(),
+                ],
+                log: console,
+                netns,
+            }),
+            Some((jailer, uid, gid)) => {
+                let mut args = vec![
+                    "--id".into(),
+                    spec.id.clone(),
+                    "--exec-file".into(),
+                    self.firecracker_bin.display().to_string(),
+                    "--uid".into(),
+                    uid.to_string(),
+                    "--gid".into(),
+                    gid.to_string(),
+                    "--chroot-base-dir".into(),
+                    spec.state_dir.join("jail").display().to_string(),
+                ];
+                if let Some(ns) = netns {
+                    args.extend(["--netns".into(), format!("/var/run/netns/{ns}")]);
+                }
+                args.extend(["--".into(), "--api-sock".into(), "/fc.sock".into()]);
+                process::spawn(Spawn {
+                    role: "vmm",
+                    program: jailer,
+                    args,
+                    log: console,
+                    netns: None,
+                })
+            }
+        }
+    }
+
+    async fn configure(
+        &self,
+        spec: &VmSpec,
+        p: &Paths,
+        kernel: &Path,
+        rootfs: &Path,
+    ) -> Result<()> {
+        let inside = |x: &Path| (p.inside)(&p.root, x);
+        api::put(
+            &p.api,
+            "/boot-source",
+            &api::BootSource {
+                kernel_image_path: inside(kernel),
+                boot_args: spec.cmdline(),
+            },
+        )
+        .await?;
+        api::put(
+            &p.api,
+            "/machine-config",
+            &api::MachineConfig {
+                vcpu_count: spec.vcpus,
+                mem_size_mib: spec.memory_mib,
+            },
+        )
+        .await?;
+        // Attach order is device order: rootfs first (/dev/vda), overlay second (/dev/vdb).
+        for (id, path, ro) in [
+            ("rootfs", rootfs, true),
+            ("overlay", p.overlay.as_path(), false),
+        ] {
+            api::put(
+                &p.api,
+                &format!("/drives/{id}"),
+                &api::Drive {
+                    drive_id: id.into(),
+                    path_on_host: inside(path),
+                    is_root_device: false,
+                    is_read_only: ro,
+                },
+            )
+            .await?;
+        }
+        api::put(
+            &p.api,
+            "/vsock",
+            &api::Vsock {
+                guest_cid: hearth_proto::GUEST_CID,
+                uds_path: inside(&p.vsock),
+            },
+        )
+        .await?;
+        if let Some(net) = &spec.net {
+            api::put(
+                &p.api,
+                "/network-interfaces/eth0",
+                &api::NetworkInterface {
+                    iface_id: "eth0".into(),
+                    host_dev_name: net.tap.clone(),
+                    guest_mac: net.mac.clone(),
+                },
+            )
+            .await?;
+        }
+        api::put(
+            &p.api,
+            "/actions",
+            &api::Action {
+                action_type: api::ActionType::InstanceStart,
+            },
+        )
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl Vmm for Firecracker {
+    fn kind(&self) -> VmmKind {
+        VmmKind::Firecracker
+    }
+    fn accel(&self) -> Accel {
+        Accel::Kvm
+    }
+
+    async fn start(&self, spec: &VmSpec) -> Result<VmHandle> {
+        let p = self.paths(spec);
+        std::fs::create_dir_all(&p.root).map_err(|e| Error::io(&p.root, e))?;
+        qemu::prepare(spec, &p.overlay, &[&p.api, &p.vsock])?;
+        let (kernel, rootfs) = match &self.jailer {
+            Some((_, uid, gid)) => self.link_into_jail(&p, spec, *uid, *gid)?,
+            None => (spec.kernel.clone(), spec.rootfs.clone()),
+        };
+        let vmm = self.spawn(spec, &p)?;
+        let handle = VmHandle {
+            id: spec.id.clone(),
+            kind: VmmKind::Firecracker,
+            accel: Accel::Kvm,
+            state_dir: spec.state_dir.clone(),
+            vsock_path: p.vsock.clone(),
+            console_path: spec.state_dir.join("console.log"),
+            overlay_path: p.overlay.clone(),
+            pids: vec![vmm.pid],
+            procs: vec![vmm.clone()],
+            api_socket: Some(p.api.clone()),
+            sockets: vec![p.api.clone(), p.vsock.clone()],
+        };
+        handle.save()?;
+        let configured = async {
+            process::wait_for_path(&p.api, &vmm, Duration::from_secs(10)).await?;
+            self.configure(spec, &p, &kernel, &rootfs).await
+        };
+        match configured.await {
+            Ok(()) => Ok(handle),
+            Err(e) => {
+                let _ = handle.stop(Duration::ZERO).await;
+                Err(e)
+            }
+        }
+    }
+}
