@@ -17,7 +17,8 @@ pub struct Args {
 }
 
 pub async fn main(args: Args) -> anyhow::Result<i32> {
-    let mut config = hearth_server::Config::load(args.config.as_deref()).context("loading config")?;
+    let mut config =
+        hearth_server::Config::load(args.config.as_deref()).context("loading config")?;
     if let Some(listen) = args.listen {
         config.listen = listen;
     }

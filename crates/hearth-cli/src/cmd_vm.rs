@@ -1,11 +1,511 @@
-//! Placeholder until this command lands.
+//! `hearth vm ...`: VMs on a server, through [`crate::client`].
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use crate::client::{Client, ClientArgs};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// Not implemented yet.
-    Todo,
+    /// Create a VM; returns when its agent is ready.
+    Create {
+        #[command(flatten)]
+        c: ClientArgs,
+        /// Image name (default: the server's default image).
+        #[arg(long)]
+        image: Option<String>,
+        #[arg(long)]
+        vcpus: Option<u8>,
+        #[arg(long)]
+        memory_mib: Option<u32>,
+        /// Environment for every exec/run, KEY=VALUE (repeatable).
+        #[arg(long = "env", short = 'e')]
+        env: Vec<String>,
+        /// Destroy the VM after this many seconds.
+        #[arg(long)]
+        ttl: Option<u64>,
+        /// Metadata, KEY=VALUE (repeatable).
+        #[arg(long = "meta")]
+        meta: Vec<String>,
+    },
+    /// List VMs.
+    Ls {
+        #[command(flatten)]
+        c: ClientArgs,
+        /// Only this state (creating, running, stopped, failed, deleted).
+        #[arg(long)]
+        state: Option<String>,
+        /// Include deleted VMs.
+        #[arg(long, short)]
+        all: bool,
+    },
+    /// Show one VM.
+    Show {
+        #[command(flatten)]
+        c: ClientArgs,
+        id: String,
+    },
+    /// Destroy VMs.
+    Rm {
+        #[command(flatten)]
+        c: ClientArgs,
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Power a VM off (its disk is kept).
+    Stop {
+        #[command(flatten)]
+        c: ClientArgs,
+        id: String,
+    },
+    /// Boot a stopped VM again.
+    Start {
+        #[command(flatten)]
+        c: ClientArgs,
+        id: String,
+    },
+    /// Run a command: one word list runs directly, a single string through `sh -c`.
+    Exec {
+        #[command(flatten)]
+        c: ClientArgs,
+        id: String,
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+        #[arg(long)]
+        cwd: Option<String>,
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        cmd: Vec<String>,
+    },
+    /// Run a TypeScript file (`-` for stdin) with Deno.
+    RunTs(RunArgs),
+    /// Run a JavaScript file (`-` for stdin) with Node.
+    RunJs(RunArgs),
+    /// Run a Python file (`-` for stdin).
+    RunPython(RunArgs),
+    /// Upload a file or directory (packed as tar.gz on the fly).
+    Upload {
+        #[command(flatten)]
+        c: ClientArgs,
+        id: String,
+        local: PathBuf,
+        /// Directory in the VM to extract into.
+        #[arg(long, default_value = "/workspace")]
+        dest: String,
+    },
+    /// Download a file or directory: writes the tar.gz, or extracts it with `-x`.
+    Download {
+        #[command(flatten)]
+        c: ClientArgs,
+        id: String,
+        path: String,
+        /// Where to write the archive (default: NAME.tar.gz).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Extract into this directory instead of keeping the archive.
+        #[arg(short = 'x', long)]
+        extract: Option<PathBuf>,
+    },
+    /// The end of the VM's console log.
+    Logs {
+        #[command(flatten)]
+        c: ClientArgs,
+        id: String,
+        #[arg(long, default_value_t = 100)]
+        tail: usize,
+    },
+    /// Recent exec/run calls.
+    History {
+        #[command(flatten)]
+        c: ClientArgs,
+        id: String,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
 }
 
-pub async fn main(_cmd: Command) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
+#[derive(clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    c: ClientArgs,
+    id: String,
+    /// Script file, or `-` for stdin.
+    file: PathBuf,
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// KEY=VALUE (repeatable).
+    #[arg(long = "env", short = 'e')]
+    env: Vec<String>,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+pub async fn main(cmd: Command) -> anyhow::Result<i32> {
+    match cmd {
+        Command::Create {
+            c,
+            image,
+            vcpus,
+            memory_mib,
+            env,
+            ttl,
+            meta,
+        } => {
+            let mut body = json!({"env": pairs(&env)?, "metadata": pairs(&meta)?});
+            if let Some(i) = image {
+                body["image"] = json!(i);
+            }
+            if let Some(v) = vcpus {
+                body["vcpus"] = json!(v);
+            }
+            if let Some(m) = memory_mib {
+                body["memory_mib"] = json!(m);
+            }
+            if let Some(t) = ttl {
+                body["ttl_s"] = json!(t);
+            }
+            let vm: Value = Client::new(&c)?.post("/v1/vms", &body).await?;
+            if c.json {
+                print_json(&vm);
+            } else {
+                println!("{}", vm["id"].as_str().unwrap_or_default());
+                eprintln!(
+                    "running: {} on {}/{} in {} ms",
+                    vm["image"].as_str().unwrap_or("?"),
+                    vm["vmm"].as_str().unwrap_or("?"),
+                    vm["accel"].as_str().unwrap_or("?"),
+                    vm["boot_ms"]
+                );
+            }
+        }
+        Command::Ls { c, state, all } => {
+            let path = match &state {
+                Some(s) => format!("/v1/vms?state={s}"),
+                None => "/v1/vms".into(),
+            };
+            let list: Value = Client::new(&c)?.get(&path).await?;
+            let vms: Vec<&Value> = list["vms"]
+                .as_array()
+                .map(|a| a.iter().collect())
+                .unwrap_or_default();
+            let vms: Vec<&Value> = vms
+                .into_iter()
+                .filter(|v| all || state.is_some() || v["state"] != "deleted")
+                .collect();
+            if c.json {
+                print_json(&json!(vms));
+            } else {
+                println!(
+                    "{:<36}  {:<8}  {:<10}  {:>5}  {:>6}  CREATED",
+                    "ID", "STATE", "IMAGE", "VCPUS", "MEM"
+                );
+                for v in vms {
+                    println!(
+                        "{:<36}  {:<8}  {:<10}  {:>5}  {:>6}  {}",
+                        s(&v["id"]),
+                        s(&v["state"]),
+                        s(&v["image"]),
+                        v["vcpus"],
+                        v["memory_mib"],
+                        s(&v["created_at"])
+                    );
+                }
+            }
+        }
+        Command::Show { c, id } => {
+            let vm: Value = Client::new(&c)?.get(&format!("/v1/vms/{id}")).await?;
+            print_json(&vm);
+        }
+        Command::Rm { c, ids } => {
+            let client = Client::new(&c)?;
+            for id in ids {
+                client.delete(&format!("/v1/vms/{id}")).await?;
+                if !c.json {
+                    eprintln!("deleted {id}");
+                }
+            }
+        }
+        Command::Stop { c, id } => lifecycle(&c, &id, "stop").await?,
+        Command::Start { c, id } => lifecycle(&c, &id, "start").await?,
+        Command::Exec {
+            c,
+            id,
+            timeout_ms,
+            cwd,
+            cmd,
+        } => {
+            let mut body = if cmd.len() == 1 {
+                json!({"cmd": cmd[0]})
+            } else {
+                json!({"cmd": cmd[0], "args": cmd[1..]})
+            };
+            if let Some(t) = timeout_ms {
+                body["timeout_ms"] = json!(t);
+            }
+            if let Some(d) = cwd {
+                body["cwd"] = json!(d);
+            }
+            return run_call(&c, &format!("/v1/vms/{id}/exec"), &body).await;
+        }
+        Command::RunTs(a) => return run_script(a, "run-ts").await,
+        Command::RunJs(a) => return run_script(a, "run-js").await,
+        Command::RunPython(a) => return run_script(a, "run-python").await,
+        Command::Upload { c, id, local, dest } => {
+            let stream = pack_tar_gz(local)?;
+            let path = format!("/v1/vms/{id}/files/upload?dest={}", query_escape(&dest));
+            let r: Value = Client::new(&c)?
+                .post_stream(&path, "application/gzip", stream)
+                .await?;
+            if c.json {
+                print_json(&r);
+            } else {
+                eprintln!(
+                    "uploaded {} files, {} dirs, {} bytes to {}",
+                    r["files"],
+                    r["dirs"],
+                    r["bytes"],
+                    s(&r["dest"])
+                );
+            }
+        }
+        Command::Download {
+            c,
+            id,
+            path,
+            output,
+            extract,
+        } => download(&c, &id, &path, output, extract).await?,
+        Command::Logs { c, id, tail } => {
+            let v: Value = Client::new(&c)?
+                .get(&format!("/v1/vms/{id}/logs?tail={tail}"))
+                .await?;
+            if c.json {
+                print_json(&v);
+            } else {
+                for l in v["lines"].as_array().into_iter().flatten() {
+                    println!("{}", l.as_str().unwrap_or_default());
+                }
+            }
+        }
+        Command::History { c, id, limit } => {
+            let v: Value = Client::new(&c)?
+                .get(&format!("/v1/vms/{id}/history?limit={limit}"))
+                .await?;
+            if c.json {
+                print_json(&v);
+            } else {
+                for call in v["calls"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}  {:<10}  exit={:<4}  {:>6} ms  {}",
+                        s(&call["created_at"]),
+                        s(&call["kind"]),
+                        call["exit_code"],
+                        call["duration_ms"],
+                        call["input"]
+                    );
+                }
+            }
+        }
+    }
+    Ok(0)
+}
+
+async fn lifecycle(c: &ClientArgs, id: &str, what: &str) -> anyhow::Result<()> {
+    let vm: Value = Client::new(c)?
+        .post(&format!("/v1/vms/{id}/{what}"), &json!({}))
+        .await?;
+    if c.json {
+        print_json(&vm);
+    } else {
+        eprintln!("{id}: {}", s(&vm["state"]));
+    }
+    Ok(())
+}
+
+async fn run_script(a: RunArgs, kind: &str) -> anyhow::Result<i32> {
+    let code = if a.file == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("reading stdin")?
+    } else {
+        std::fs::read_to_string(&a.file).with_context(|| format!("reading {}", a.file.display()))?
+    };
+    let mut body = json!({"code": code, "args": a.args, "env": a.env});
+    if let Some(t) = a.timeout_ms {
+        body["timeout_ms"] = json!(t);
+    }
+    run_call(&a.c, &format!("/v1/vms/{}/{kind}", a.id), &body).await
+}
+
+/// Human mode streams output live and exits with the program's code; `--json` prints
+/// the buffered response.
+async fn run_call(c: &ClientArgs, path: &str, body: &Value) -> anyhow::Result<i32> {
+    let client = Client::new(c)?;
+    if c.json {
+        let r: Value = client.post(path, body).await?;
+        print_json(&r);
+        return Ok(r["exit_code"].as_i64().unwrap_or(1) as i32);
+    }
+    let mut events = Box::pin(
+        client
+            .post_ndjson(&format!("{path}?stream=true"), body)
+            .await?,
+    );
+    while let Some(ev) = events.next().await {
+        let ev = ev?;
+        if let Some(out) = ev["stdout"].as_str() {
+            let mut o = std::io::stdout();
+            o.write_all(out.as_bytes())?;
+            o.flush()?;
+        } else if let Some(err) = ev["stderr"].as_str() {
+            eprint!("{err}");
+        } else if let Some(exit) = ev.get("exit") {
+            if exit["timed_out"] == true {
+                eprintln!("hearth: timed out");
+            }
+            if !exit["result"].is_null() {
+                println!("{}", exit["result"]);
+            }
+            if let Some(e) = exit.get("error").filter(|e| !e.is_null()) {
+                eprintln!("{}: {}", s(&e["name"]), s(&e["message"]));
+            }
+            return Ok(exit["exit_code"].as_i64().unwrap_or(1) as i32);
+        } else if let Some(e) = ev.get("error") {
+            bail!("{} ({})", s(&e["message"]), s(&e["code"]));
+        }
+    }
+    bail!("the stream ended without an exit status")
+}
+
+async fn download(
+    c: &ClientArgs,
+    id: &str,
+    path: &str,
+    output: Option<PathBuf>,
+    extract: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let client = Client::new(c)?;
+    let uri = format!("/v1/vms/{id}/files/download?path={}", query_escape(path));
+    let resp = client
+        .send(client.request(reqwest::Method::GET, &uri))
+        .await?;
+    let name = Path::new(path)
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "workspace".into());
+    // The archive always lands in a file first; extraction reads it back (tar needs Read).
+    let archive = match (&output, &extract) {
+        (Some(o), _) => o.clone(),
+        (None, Some(dir)) => dir.join(format!(".{name}.hearth-download.tar.gz")),
+        (None, None) => PathBuf::from(format!("{name}.tar.gz")),
+    };
+    if let Some(dir) = &extract {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut f = std::fs::File::create(&archive)
+        .with_context(|| format!("creating {}", archive.display()))?;
+    let mut bytes = resp.bytes_stream();
+    let mut total = 0u64;
+    while let Some(chunk) = bytes.next().await {
+        let chunk = chunk.context("download interrupted")?;
+        total += chunk.len() as u64;
+        f.write_all(&chunk)?;
+    }
+    f.sync_all()?;
+    if let Some(dir) = extract {
+        let file = std::fs::File::open(&archive)?;
+        tar::Archive::new(flate2::read::GzDecoder::new(file))
+            .unpack(&dir)
+            .with_context(|| format!("extracting into {}", dir.display()))?;
+        if output.is_none() {
+            let _ = std::fs::remove_file(&archive);
+        }
+        eprintln!(
+            "extracted {total} bytes (compressed) into {}",
+            dir.display()
+        );
+    } else {
+        eprintln!("wrote {} ({total} bytes)", archive.display());
+    }
+    Ok(())
+}
+
+/// Packs `local` as tar.gz on a blocking thread, handing chunks over as they are made
+/// (nothing is staged on disk or held whole in memory). A directory keeps its name as
+/// the top entry, like `cp -r`.
+fn pack_tar_gz(
+    local: PathBuf,
+) -> anyhow::Result<impl futures::Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static> {
+    let meta = std::fs::metadata(&local).with_context(|| format!("reading {}", local.display()))?;
+    let name = local
+        .canonicalize()?
+        .file_name()
+        .map(|n| n.to_owned())
+        .context("cannot upload /")?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
+    std::thread::spawn(move || {
+        let w = ChannelWriter(tx.clone());
+        let res = (|| {
+            let gz = flate2::write::GzEncoder::new(w, flate2::Compression::fast());
+            let mut b = tar::Builder::new(gz);
+            if meta.is_dir() {
+                b.append_dir_all(&name, &local)?;
+            } else {
+                b.append_path_with_name(&local, &name)?;
+            }
+            b.into_inner()?.finish()?.flush()
+        })();
+        if let Err(e) = res {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    let rx = std::sync::Mutex::new(rx);
+    Ok(futures::stream::poll_fn(move |cx| {
+        rx.lock().expect("upload channel poisoned").poll_recv(cx)
+    }))
+}
+
+struct ChannelWriter(tokio::sync::mpsc::Sender<std::io::Result<Bytes>>);
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
+            .map_err(|_| std::io::Error::other("upload aborted"))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn pairs(list: &[String]) -> anyhow::Result<serde_json::Map<String, Value>> {
+    list.iter()
+        .map(|e| match e.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), json!(v))),
+            _ => bail!("{e:?} is not KEY=VALUE"),
+        })
+        .collect()
+}
+
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or("-")
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// Percent-encodes a query value (paths may hold spaces, `&`, `#`).
+pub fn query_escape(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

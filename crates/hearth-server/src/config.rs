@@ -62,7 +62,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: "127.0.0.1:8080".parse().expect("static address"),
-            data_dir: default_data_dir(),
+            data_dir: hearth_image::paths::data_dir(),
             limits: Limits::default(),
             defaults: Defaults::default(),
             vmm: VmmConfig::default(),
@@ -97,19 +97,6 @@ impl Default for Defaults {
             boot_timeout_s: 60,
         }
     }
-}
-
-/// Same rule as ARCHITECTURE.md: `/var/lib/hearth` as root, else under `$HOME`.
-// TODO: switch to hearth_image::paths::data_dir once it lands, so both agree by construction.
-fn default_data_dir() -> PathBuf {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return PathBuf::from("/var/lib/hearth");
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/tmp".into());
-    home.join(".local/share/hearth")
 }
 
 impl Config {

@@ -1,0 +1,200 @@
+//! HTTP client for `hearth serve`, shared by `hearth vm`, `hearth keys` and `hearth job`.
+//!
+//! Server: `HEARTH_URL` (default `http://127.0.0.1:8080`). Key: `HEARTH_API_KEY`, else
+//! the `admin.key` the server wrote under `HEARTH_DATA_DIR` when readable. Every non-2xx
+//! answer becomes an error carrying the server's `{"error":{"code","message"}}`.
+
+use anyhow::{anyhow, Context};
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use reqwest::{Method, RequestBuilder, Response};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+
+/// Connection settings every client subcommand takes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// Server URL.
+    #[arg(long, env = "HEARTH_URL", default_value = DEFAULT_URL, global = true)]
+    pub url: String,
+    /// API key (default: `$HEARTH_DATA_DIR/admin.key` when readable).
+    #[arg(long, env = "HEARTH_API_KEY", hide_env_values = true, global = true)]
+    pub api_key: Option<String>,
+    /// Print JSON instead of human output.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// An error the server reported, kept structured so callers can match on `code`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}, HTTP {})", self.message, self.code, self.status)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    key: Option<String>,
+}
+
+impl Client {
+    pub fn new(args: &ClientArgs) -> anyhow::Result<Client> {
+        let key = match &args.api_key {
+            Some(k) => Some(k.trim().to_string()),
+            None => std::fs::read_to_string(hearth_image::paths::data_dir().join("admin.key"))
+                .ok()
+                .map(|k| k.trim().to_string()),
+        };
+        Ok(Client {
+            http: reqwest::Client::builder()
+                .build()
+                .context("building HTTP client")?,
+            base: args.url.trim_end_matches('/').to_string(),
+            key,
+        })
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let mut b = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(k) = &self.key {
+            b = b.bearer_auth(k);
+        }
+        b
+    }
+
+    /// Sends and turns a non-2xx answer into an [`ApiError`].
+    pub async fn send(&self, req: RequestBuilder) -> anyhow::Result<Response> {
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the server at {}", self.base))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        let parsed: Option<hearth_proto::ErrorBody> = serde_json::from_str(&text).ok();
+        Err(match parsed {
+            Some(b) => ApiError {
+                status,
+                code: b.error.code,
+                message: b.error.message,
+            },
+            None => ApiError {
+                status,
+                code: "http_error".into(),
+                message: text,
+            },
+        }
+        .into())
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let resp = self.send(self.request(Method::GET, path)).await?;
+        Ok(resp.json().await?)
+    }
+
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        let resp = self
+            .send(self.request(Method::POST, path).json(body))
+            .await?;
+        Ok(resp.json().await?)
+    }
+
+    pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
+        self.send(self.request(Method::DELETE, path)).await?;
+        Ok(())
+    }
+
+    /// POSTs `body` and yields each NDJSON line of the answer as JSON, as it arrives.
+    pub async fn post_ndjson<B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<impl Stream<Item = anyhow::Result<serde_json::Value>>> {
+        let resp = self
+            .send(self.request(Method::POST, path).json(body))
+            .await?;
+        Ok(ndjson_lines(resp.bytes_stream()))
+    }
+
+    /// POSTs a streamed body (e.g. a tar.gz being packed).
+    pub async fn post_stream<S, T>(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: S,
+    ) -> anyhow::Result<T>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static,
+        T: DeserializeOwned,
+    {
+        let req = self
+            .request(Method::POST, path)
+            .header("content-type", content_type)
+            .body(reqwest::Body::wrap_stream(body));
+        Ok(self.send(req).await?.json().await?)
+    }
+}
+
+/// Splits a byte stream into JSON lines (chunks need not align with lines).
+fn ndjson_lines(
+    bytes: impl Stream<Item = reqwest::Result<Bytes>> + Unpin,
+) -> impl Stream<Item = anyhow::Result<serde_json::Value>> {
+    futures::stream::unfold(
+        (bytes, Vec::<u8>::new(), false),
+        |(mut s, mut buf, done)| async move {
+            loop {
+                if let Some(i) = buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=i).collect();
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    let v =
+                        serde_json::from_slice(&line).map_err(|e| anyhow!("bad NDJSON line: {e}"));
+                    return Some((v, (s, buf, done)));
+                }
+                if done {
+                    if buf.iter().all(u8::is_ascii_whitespace) {
+                        return None;
+                    }
+                    let v = serde_json::from_slice(&std::mem::take(&mut buf))
+                        .map_err(|e| anyhow!("bad NDJSON line: {e}"));
+                    return Some((v, (s, buf, true)));
+                }
+                match s.next().await {
+                    Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                    Some(Err(e)) => return Some((Err(anyhow!("stream: {e}")), (s, buf, true))),
+                    None => return finish(s, buf),
+                }
+            }
+        },
+    )
+}
+
+type LineState<S> = (S, Vec<u8>, bool);
+
+fn finish<S>(s: S, buf: Vec<u8>) -> Option<(anyhow::Result<serde_json::Value>, LineState<S>)> {
+    if buf.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    let v = serde_json::from_slice(&buf).map_err(|e| anyhow!("bad NDJSON line: {e}"));
+    Some((v, (s, Vec::new(), true)))
+}

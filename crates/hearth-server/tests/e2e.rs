@@ -1,0 +1,496 @@
+//! End-to-end: a real `hearth serve` process on loopback (ephemeral port, temp data dir),
+//! real VMs booted from the default image (QEMU/TCG on hosts without usable KVM).
+//!
+//! Needs `target/debug/hearth` (`cargo build -p hearth-cli`; `HEARTH_BIN` overrides) and
+//! the image at `/var/lib/hearth/images/default` (`HEARTH_TEST_IMAGE_DIR` overrides),
+//! which `scripts/test.sh` builds before running the tests.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+fn hearth_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("HEARTH_BIN") {
+        return p.into();
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let p = target.join("debug/hearth");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build -p hearth-cli` first",
+        p.display()
+    );
+    p
+}
+
+fn image_dir() -> PathBuf {
+    let dir = std::env::var_os("HEARTH_TEST_IMAGE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/var/lib/hearth/images/default".into());
+    assert!(
+        dir.join("vmlinux").exists() && dir.join("rootfs.ext4").exists(),
+        "no image in {}: run `hearth image build --name default` first",
+        dir.display()
+    );
+    dir
+}
+
+struct Server {
+    child: Child,
+    url: String,
+    key: String,
+    data: PathBuf,
+}
+
+impl Server {
+    fn start(data: &Path) -> Server {
+        Self::start_with(data, &[])
+    }
+
+    fn start_with(data: &Path, env: &[(&str, &str)]) -> Server {
+        let img = image_dir();
+        let mut cmd = Command::new(hearth_bin());
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+            .env("HEARTH_DATA_DIR", data)
+            .env("KERNEL_PATH", img.join("vmlinux"))
+            .env("BASE_ROOTFS_PATH", img.join("rootfs.ext4"))
+            .env("HEARTH_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn hearth serve");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).expect("read listen line");
+        let addr = line
+            .trim()
+            .strip_prefix("hearth: listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        let key = std::fs::read_to_string(data.join("admin.key"))
+            .unwrap()
+            .trim()
+            .to_string();
+        Server {
+            child,
+            url: addr,
+            key,
+            data: data.to_path_buf(),
+        }
+    }
+
+    fn client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(300))
+            .build()
+            .unwrap()
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self
+            .client()
+            .request(m, format!("{}{path}", self.url))
+            .bearer_auth(&self.key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.unwrap();
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        (status, v)
+    }
+
+    async fn create_vm(&self, body: Value) -> String {
+        let (s, vm) = self.call("POST", "/v1/vms", Some(body)).await;
+        assert_eq!(s, 201, "{vm}");
+        assert_eq!(vm["state"], "running");
+        vm["id"].as_str().unwrap().to_string()
+    }
+
+    async fn exec(&self, vm: &str, cmd: &str) -> Value {
+        let (s, r) = self
+            .call(
+                "POST",
+                &format!("/v1/vms/{vm}/exec"),
+                Some(json!({"cmd": cmd})),
+            )
+            .await;
+        assert_eq!(s, 200, "{r}");
+        r
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "server did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn vm_pids(&self, vm: &str) -> Vec<i32> {
+        let meta = std::fs::read(self.data.join("vms").join(vm).join("vm.json")).unwrap();
+        let v: Value = serde_json::from_slice(&meta).unwrap();
+        v["pids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_i64().unwrap() as i32)
+            .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    // Zombies count as gone: /proc/PID/stat state Z.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut b = tar::Builder::new(gz);
+    for (name, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, *data).unwrap();
+    }
+    b.into_inner().unwrap().finish().unwrap()
+}
+
+fn untar_gz(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut a = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+    let mut out = Vec::new();
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.header().entry_type().is_file() {
+            let name = e.path().unwrap().display().to_string();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            out.push((name, data));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_lifecycle_over_http() {
+    let tmp = tempfile::tempdir().unwrap();
+    let srv = Server::start(tmp.path());
+
+    // Auth and unknown ids.
+    let resp = srv
+        .client()
+        .get(format!("{}/v1/vms", srv.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let (s, v) = srv.call("GET", "/v1/vms/no-such-vm", None).await;
+    assert_eq!(s, 404, "{v}");
+    assert_eq!(v["error"]["code"], "not_found");
+
+    let vm = srv
+        .create_vm(json!({"env": {"GREETING": "hi"}, "metadata": {"t": "e2e"}}))
+        .await;
+    let r = srv.exec(&vm, "id -u").await;
+    assert_eq!(r["stdout"].as_str().unwrap().trim(), "1000", "{r}");
+    assert_eq!(r["exit_code"], 0);
+    let r = srv.exec(&vm, "echo $GREETING").await;
+    assert_eq!(
+        r["stdout"].as_str().unwrap().trim(),
+        "hi",
+        "VM env reaches exec: {r}"
+    );
+
+    // Upload a tar.gz, download it back: same bytes.
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let archive = tar_gz(&[("data/blob.bin", &payload), ("data/note.txt", b"hello\n")]);
+    let resp = srv
+        .client()
+        .post(format!(
+            "{}/v1/vms/{vm}/files/upload?dest=/workspace",
+            srv.url
+        ))
+        .bearer_auth(&srv.key)
+        .header("content-type", "application/gzip")
+        .body(archive)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let up: Value = resp.json().await.unwrap();
+    assert_eq!(status, 200, "{up}");
+    assert_eq!(up["files"], 2, "{up}");
+    let resp = srv
+        .client()
+        .get(format!(
+            "{}/v1/vms/{vm}/files/download?path=/workspace/data",
+            srv.url
+        ))
+        .bearer_auth(&srv.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let files = untar_gz(&resp.bytes().await.unwrap());
+    let blob = files
+        .iter()
+        .find(|(n, _)| n.ends_with("blob.bin"))
+        .unwrap_or_else(|| {
+            panic!(
+                "no blob.bin in {:?}",
+                files.iter().map(|f| &f.0).collect::<Vec<_>>()
+            )
+        });
+    assert!(
+        blob.1 == payload,
+        "downloaded bytes differ from uploaded ones"
+    );
+
+    // run-ts with result.set.
+    let (s, r) = srv
+        .call(
+            "POST",
+            &format!("/v1/vms/{vm}/run-ts"),
+            Some(json!({"code": "result.set({sum: 1 + 2}); console.log('ok')"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["result"], json!({"sum": 3}), "{r}");
+    assert_eq!(r["exit_code"], 0, "{r}");
+
+    // Streamed exec passes NDJSON through, ending with the exit event.
+    let text = srv
+        .client()
+        .post(format!("{}/v1/vms/{vm}/exec?stream=true", srv.url))
+        .bearer_auth(&srv.key)
+        .json(&json!({"cmd": "echo one; echo two >&2; exit 3"}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.last().unwrap()["exit"]["exit_code"], 3, "{text}");
+    assert!(text.contains("one") && text.contains("two"), "{text}");
+
+    // History and logs.
+    let (_, h) = srv
+        .call("GET", &format!("/v1/vms/{vm}/history?limit=10"), None)
+        .await;
+    let calls = h["calls"].as_array().unwrap();
+    assert!(calls.len() >= 4, "{h}");
+    assert!(
+        calls
+            .iter()
+            .any(|c| c["kind"] == "run-ts" && c["exit_code"] == 0),
+        "{h}"
+    );
+    let (_, l) = srv
+        .call("GET", &format!("/v1/vms/{vm}/logs?tail=20"), None)
+        .await;
+    assert!(!l["lines"].as_array().unwrap().is_empty(), "{l}");
+
+    // Stop keeps the overlay: a file written before is there after start.
+    srv.exec(&vm, "echo kept > /workspace/kept.txt && sync")
+        .await;
+    let (s, v) = srv.call("POST", &format!("/v1/vms/{vm}/stop"), None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["state"], "stopped");
+    let (s, v) = srv
+        .call(
+            "POST",
+            &format!("/v1/vms/{vm}/exec"),
+            Some(json!({"cmd": "true"})),
+        )
+        .await;
+    assert_eq!(s, 409, "{v}");
+    let (s, v) = srv.call("POST", &format!("/v1/vms/{vm}/start"), None).await;
+    assert_eq!(s, 200, "{v}");
+    let r = srv.exec(&vm, "cat /workspace/kept.txt").await;
+    assert_eq!(r["stdout"].as_str().unwrap().trim(), "kept", "{r}");
+
+    // The image is in use: 409.
+    let (_, imgs) = srv.call("GET", "/v1/images", None).await;
+    let img = imgs["images"][0]["id"].as_str().unwrap().to_string();
+    let (s, v) = srv.call("DELETE", &format!("/v1/images/{img}"), None).await;
+    assert_eq!(s, 409, "{v}");
+
+    let pids = srv.vm_pids(&vm);
+    let (s, _) = srv.call("DELETE", &format!("/v1/vms/{vm}"), None).await;
+    assert_eq!(s, 204);
+    assert!(
+        pids.iter().all(|p| !alive(*p)),
+        "VM processes survive delete"
+    );
+    assert!(
+        !srv.data.join("vms").join(&vm).exists(),
+        "state dir survives delete"
+    );
+    let (_, v) = srv.call("GET", &format!("/v1/vms/{vm}"), None).await;
+    assert_eq!(v["state"], "deleted");
+    let (s, v) = srv
+        .call(
+            "POST",
+            &format!("/v1/vms/{vm}/exec"),
+            Some(json!({"cmd": "true"})),
+        )
+        .await;
+    assert_eq!(s, 409, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttl_destroys_the_vm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let srv = Server::start(tmp.path());
+    let started = Instant::now();
+    let vm = srv.create_vm(json!({"ttl_s": 8})).await;
+    let pids = srv.vm_pids(&vm);
+    let url = format!("/v1/vms/{vm}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, v) = srv.call("GET", &url, None).await;
+        if v["state"] == "deleted" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "TTL never fired: {v}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(8),
+        "destroyed before its TTL"
+    );
+    wait_for("VM processes to exit", Duration::from_secs(10), || {
+        pids.iter().all(|p| !alive(*p))
+    })
+    .await;
+    assert!(!tmp.path().join("vms").join(&vm).exists());
+}
+
+/// Documented behaviour: a graceful stop leaves VMs running and the next start re-adopts
+/// them; a SIGKILLed server recovers the same way; a boot cut short by SIGKILL becomes
+/// `failed` with nothing left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_readopts_and_sigkill_leaks_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut srv = Server::start(tmp.path());
+    let vm = srv.create_vm(json!({})).await;
+    srv.exec(&vm, "echo before > /workspace/f").await;
+    let pids = srv.vm_pids(&vm);
+
+    // Graceful stop: the VM keeps running.
+    srv.signal(libc::SIGTERM);
+    assert!(srv.wait_exit().success());
+    assert!(pids.iter().all(|p| alive(*p)), "VM died with the server");
+    drop(srv);
+
+    let mut srv = Server::start(tmp.path());
+    let (_, v) = srv.call("GET", &format!("/v1/vms/{vm}"), None).await;
+    assert_eq!(v["state"], "running", "{v}");
+    let r = srv.exec(&vm, "cat /workspace/f").await;
+    assert_eq!(r["stdout"].as_str().unwrap().trim(), "before", "{r}");
+
+    // SIGKILL while a second VM is booting.
+    let client = srv.client();
+    let (url, key) = (srv.url.clone(), srv.key.clone());
+    let booting = tokio::spawn(async move {
+        client
+            .post(format!("{url}/v1/vms"))
+            .bearer_auth(key)
+            .json(&json!({}))
+            .send()
+            .await
+    });
+    let vms_dir = tmp.path().join("vms");
+    wait_for("the second VM's state dir", Duration::from_secs(30), || {
+        std::fs::read_dir(&vms_dir)
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name() != vm.as_str() && e.path().join("vm.json").exists())
+            })
+            .unwrap_or(false)
+    })
+    .await;
+    let second: String = std::fs::read_dir(&vms_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .find(|n| n != &vm)
+        .unwrap();
+    let second_pids = srv.vm_pids(&second);
+    srv.signal(libc::SIGKILL);
+    srv.wait_exit();
+    let _ = booting.await;
+    drop(srv);
+    // A stray dir nobody knows about.
+    std::fs::create_dir_all(vms_dir.join("stray")).unwrap();
+    std::fs::File::create(vms_dir.join("stray/overlay.ext4"))
+        .unwrap()
+        .write_all(b"x")
+        .unwrap();
+
+    let srv = Server::start(tmp.path());
+    let (_, v) = srv.call("GET", &format!("/v1/vms/{second}"), None).await;
+    assert_eq!(v["state"], "failed", "{v}");
+    assert!(
+        second_pids.iter().all(|p| !alive(*p)),
+        "booting VM leaked processes"
+    );
+    assert!(!vms_dir.join(&second).exists(), "booting VM leaked files");
+    assert!(!vms_dir.join("stray").exists(), "stray dir not removed");
+    let (_, v) = srv.call("GET", &format!("/v1/vms/{vm}"), None).await;
+    assert_eq!(v["state"], "running", "{v}");
+    let r = srv.exec(&vm, "cat /workspace/f").await;
+    assert_eq!(r["stdout"].as_str().unwrap().trim(), "before");
+
+    let (s, _) = srv.call("DELETE", &format!("/v1/vms/{vm}"), None).await;
+    assert_eq!(s, 204);
+    assert!(pids.iter().all(|p| !alive(*p)));
+    let left: Vec<_> = std::fs::read_dir(&vms_dir).unwrap().flatten().collect();
+    assert!(left.is_empty(), "leftovers: {left:?}");
+}
