@@ -1,6 +1,7 @@
 //! `hearth`: the one user-facing binary. This file only parses the command line and
 //! dispatches; each command family lives in its own module.
 
+mod client;
 mod cmd_bench;
 mod cmd_doctor;
 mod cmd_image;
