@@ -14,6 +14,7 @@
 
 pub mod bridge;
 pub mod servers;
+pub mod vm;
 
 use std::net::Ipv4Addr;
 use std::process::Command;

@@ -5,9 +5,9 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sched::{setns, CloneFlags};
 
@@ -39,6 +39,8 @@ pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static
 /// reached and what source address (after NAT) the server saw.
 pub struct Servers {
     stop: Arc<AtomicBool>,
+    /// Every TCP connection that sent data: (bytes, seconds from first to last byte).
+    pub transfers: Arc<Mutex<Vec<(u64, f64)>>>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -47,6 +49,7 @@ impl Servers {
     /// address, because a 0.0.0.0 UDP socket would answer from whatever address routing picks.
     pub fn start(ns: &str, addrs: &[Ipv4Addr]) -> Servers {
         let stop = Arc::new(AtomicBool::new(false));
+        let transfers = Arc::new(Mutex::new(vec![]));
         let mut threads = vec![];
         let (tx, rx) = mpsc::channel();
         let mut binds: Vec<(bool, SocketAddr)> = TCP_PORTS
@@ -60,10 +63,11 @@ impl Servers {
         }
         for (tcp, addr) in binds.clone() {
             let (ns, stop, tx) = (ns.to_string(), stop.clone(), tx.clone());
+            let log = transfers.clone();
             threads.push(std::thread::spawn(move || {
                 enter(&ns);
                 if tcp {
-                    serve_tcp(addr, &stop, &tx)
+                    serve_tcp(addr, &stop, &tx, &log)
                 } else {
                     serve_udp(addr, &stop, &tx)
                 }
@@ -73,11 +77,20 @@ impl Servers {
             rx.recv_timeout(Duration::from_secs(10))
                 .expect("server bound");
         }
-        Servers { stop, threads }
+        Servers {
+            stop,
+            transfers,
+            threads,
+        }
     }
 }
 
-fn serve_tcp(addr: SocketAddr, stop: &AtomicBool, ready: &mpsc::Sender<()>) {
+fn serve_tcp(
+    addr: SocketAddr,
+    stop: &AtomicBool,
+    ready: &mpsc::Sender<()>,
+    log: &Mutex<Vec<(u64, f64)>>,
+) {
     let l = TcpListener::bind(addr).expect("bind tcp");
     l.set_nonblocking(true).unwrap();
     ready.send(()).unwrap();
@@ -89,8 +102,16 @@ fn serve_tcp(addr: SocketAddr, stop: &AtomicBool, ready: &mpsc::Sender<()>) {
                 let _ = s.write_all(format!("{local} {peer}\n").as_bytes());
                 // Drain whatever the client sends (throughput tests), then close.
                 let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-                let mut buf = [0u8; 65536];
-                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+                let mut buf = vec![0u8; 1 << 16];
+                let (mut bytes, mut first, mut last) = (0u64, None, Instant::now());
+                while let Ok(n @ 1..) = s.read(&mut buf) {
+                    last = Instant::now();
+                    first.get_or_insert(last);
+                    bytes += n as u64;
+                }
+                if let Some(f) = first {
+                    log.lock().unwrap().push((bytes, (last - f).as_secs_f64()));
+                }
             }
             Err(_) => std::thread::sleep(Duration::from_millis(10)),
         }
