@@ -1,0 +1,283 @@
+//! `/run-js`, `/run-python`, `/run-ts`: the result side channel, errors, env and
+//! permissions, against the real agent binary and real runtimes.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::Agent;
+
+async fn run(a: &Agent, ep: &str, body: Value) -> Value {
+    let (status, v) = a.json("POST", ep, body).await;
+    assert_eq!(status, 200, "{ep}: {v}");
+    v
+}
+
+#[tokio::test]
+async fn node_result_error_env_and_colours() {
+    let a = Agent::start();
+    let v = run(
+        &a,
+        "/run-js",
+        json!({"code": "console.log('\\x1b[31mred\\x1b[0m'); result.set({n: process.argv.slice(2), k: process.env.KEY, p: process.env.SECRET ?? null})",
+               "args": ["x", "y"], "env": ["KEY=v1"]}),
+    )
+    .await;
+    assert_eq!(
+        v["result"],
+        json!({"n": ["x", "y"], "k": "v1", "p": null}),
+        "{v}"
+    );
+    assert_eq!(v["stdout"], "\u{1b}[31mred\u{1b}[0m\n", "colours are kept");
+    assert_eq!(v["exit_code"], 0);
+    assert!(v["error"].is_null());
+
+    // Node sees only the base environment plus the passed keys.
+    let v = run(
+        &a,
+        "/run-js",
+        json!({"code": "result.set(Object.keys(process.env).sort())", "env": ["A=1"]}),
+    )
+    .await;
+    assert_eq!(v["result"], json!(["A", "HOME", "LANG", "PATH"]), "{v}");
+
+    let v = run(
+        &a,
+        "/run-js",
+        json!({"code": "function f() { throw new TypeError('bad thing') }\nf()"}),
+    )
+    .await;
+    assert_ne!(v["exit_code"], 0);
+    assert_eq!(v["error"]["name"], "TypeError", "{v}");
+    assert_eq!(v["error"]["message"], "bad thing");
+    assert!(
+        v["error"]["stack"].as_str().unwrap().contains("at f"),
+        "{v}"
+    );
+
+    let v = run(
+        &a,
+        "/run-js",
+        json!({"code": "result.error(new RangeError('nope')); result.set(1)"}),
+    )
+    .await;
+    assert_eq!(
+        (v["error"]["name"].clone(), v["result"].clone()),
+        (json!("RangeError"), json!(1))
+    );
+    assert_eq!(v["exit_code"], 0);
+
+    let v = run(
+        &a,
+        "/run-js",
+        json!({"code": "Promise.reject(new Error('async boom'))"}),
+    )
+    .await;
+    assert_eq!(v["error"]["message"], "async boom", "{v}");
+
+    let v = run(
+        &a,
+        "/run-js",
+        json!({"code": "import os from 'node:os';\nresult.set(os.userInfo().uid)"}),
+    )
+    .await;
+    assert_eq!(v["result"], 1000, "ES module code runs: {v}");
+}
+
+#[tokio::test]
+async fn printed_text_cannot_forge_a_result() {
+    let a = Agent::start();
+    let forged = r#"{"result": 666, "error": {"name": "Forged", "message": "x"}}"#;
+    for (ep, code) in [
+        (
+            "/run-js",
+            format!("console.log({forged:?}); console.error({forged:?})"),
+        ),
+        (
+            "/run-python",
+            format!("print({forged:?}); import sys; print({forged:?}, file=sys.stderr)"),
+        ),
+        (
+            "/run-ts",
+            format!("console.log({forged:?}); console.error({forged:?})"),
+        ),
+    ] {
+        let v = run(&a, ep, json!({ "code": code })).await;
+        assert!(v["result"].is_null(), "{ep}: {v}");
+        assert!(v["error"].is_null(), "{ep}: {v}");
+        assert!(v["stdout"].as_str().unwrap().contains("666"), "{ep}: {v}");
+    }
+}
+
+#[tokio::test]
+async fn python_result_builtin_module_and_exceptions() {
+    let a = Agent::start();
+    let v = run(
+        &a,
+        "/run-python",
+        json!({"code": "import os, sys\nresult.set({'args': sys.argv[1:], 'k': os.environ.get('K'), 'uid': os.getuid()})",
+               "args": ["a"], "env": ["K=v"]}),
+    )
+    .await;
+    assert_eq!(
+        v["result"],
+        json!({"args": ["a"], "k": "v", "uid": 1000}),
+        "{v}"
+    );
+
+    let v = run(
+        &a,
+        "/run-python",
+        json!({"code": "from hearth_result import result as r\nr.set([1, 2])"}),
+    )
+    .await;
+    assert_eq!(v["result"], json!([1, 2]), "{v}");
+
+    let v = run(
+        &a,
+        "/run-python",
+        json!({"code": "def f():\n    raise ValueError('broken')\nf()"}),
+    )
+    .await;
+    assert_eq!(v["exit_code"], 1);
+    assert_eq!(v["error"]["name"], "ValueError", "{v}");
+    assert_eq!(v["error"]["message"], "broken");
+    let stack = v["error"]["stack"].as_str().unwrap();
+    assert!(
+        stack.contains("in f") && !stack.contains("runpy"),
+        "{stack}"
+    );
+    assert!(v["stderr"].as_str().unwrap().contains("ValueError: broken"));
+
+    let v = run(
+        &a,
+        "/run-python",
+        json!({"code": "result.set(float('nan'))"}),
+    )
+    .await;
+    assert_ne!(v["exit_code"], 0, "NaN is refused to the caller: {v}");
+
+    // Inline code imports from the workspace; scripts run by path see their own dir.
+    std::fs::write(a.workspace().join("helper.py"), "VALUE = 41\n").unwrap();
+    let v = run(
+        &a,
+        "/run-python",
+        json!({"code": "import helper\nresult.set(helper.VALUE + 1)"}),
+    )
+    .await;
+    assert_eq!(v["result"], 42, "{v}");
+    std::fs::create_dir(a.workspace().join("pkg")).unwrap();
+    std::fs::write(a.workspace().join("pkg/mod2.py"), "X = 'near'\n").unwrap();
+    std::fs::write(
+        a.workspace().join("pkg/main.py"),
+        "import mod2\nresult.set(mod2.X)\n",
+    )
+    .unwrap();
+    let v = run(&a, "/run-python", json!({"path": "pkg/main.py"})).await;
+    assert_eq!(v["result"], "near", "{v}");
+}
+
+#[tokio::test]
+async fn deno_permissions_are_exactly_the_granted_ones() {
+    let a = Agent::start();
+    std::fs::write(a.workspace().join("in.txt"), "from workspace").unwrap();
+    let code = r#"
+const probe = async (f: () => unknown) => { try { await f(); return "ok"; } catch (e) { return (e as Error).name; } };
+result.set({
+  key: Deno.env.get("KEY"),
+  path: await probe(() => Deno.env.get("PATH")),
+  read_ws: Deno.readTextFileSync("/workspace/in.txt"),
+  write_ws: await probe(() => Deno.writeTextFileSync("/workspace/out.txt", "x")),
+  read_etc: await probe(() => Deno.readTextFileSync("/etc/passwd")),
+  write_tmp: await probe(() => Deno.writeTextFileSync("/tmp/x", "x")),
+  net: await probe(() => Deno.connect({ hostname: "127.0.0.1", port: 9 })),
+  run: await probe(() => new Deno.Command("true").outputSync()),
+  args: Deno.args,
+});
+"#;
+    let v = run(
+        &a,
+        "/run-ts",
+        json!({"code": code, "env": ["KEY=val"], "args": ["q"]}),
+    )
+    .await;
+    assert_eq!(
+        v["result"],
+        json!({"key": "val", "path": "NotCapable", "read_ws": "from workspace", "write_ws": "ok",
+               "read_etc": "NotCapable", "write_tmp": "NotCapable", "net": "NotCapable",
+               "run": "NotCapable", "args": ["q"]}),
+        "{v}"
+    );
+    assert!(a.workspace().join("out.txt").exists());
+
+    // With allow_net the network permission is there (the connection itself is refused:
+    // nothing listens on that loopback port).
+    let v = run(&a, "/run-ts", json!({"code": "try { await Deno.connect({hostname: '127.0.0.1', port: 9}) } catch (e) { result.set((e as Error).name) }", "allow_net": true})).await;
+    assert_eq!(v["result"], "ConnectionRefused", "{v}");
+
+    let v = run(
+        &a,
+        "/run-ts",
+        json!({"code": "function g(): never { throw new SyntaxError('ts boom') }\ng();"}),
+    )
+    .await;
+    assert_ne!(v["exit_code"], 0);
+    assert_eq!(v["error"]["name"], "SyntaxError", "{v}");
+    assert_eq!(v["error"]["message"], "ts boom");
+
+    std::fs::write(a.workspace().join("s.ts"), "result.set(Deno.args.length)").unwrap();
+    let v = run(
+        &a,
+        "/run-ts",
+        json!({"path": "/workspace/s.ts", "args": ["1", "2"]}),
+    )
+    .await;
+    assert_eq!(v["result"], 2, "{v}");
+}
+
+#[tokio::test]
+async fn run_requests_are_validated() {
+    let a = Agent::start();
+    for (body, status) in [
+        (json!({}), 422),
+        (json!({"code": "1", "path": "x.js"}), 422),
+        (json!({"code": "1", "env": ["NOEQUALS"]}), 422),
+        (json!({"path": "/etc/passwd"}), 422),
+        (json!({"path": "missing.js"}), 404),
+        (json!({"code": 5}), 400),
+    ] {
+        let (s, v) = a.json("POST", "/run-js", body.clone()).await;
+        assert_eq!(s, status, "{body}: {v}");
+    }
+}
+
+#[tokio::test]
+async fn run_timeouts_and_streaming() {
+    let a = Agent::start();
+    let v = run(
+        &a,
+        "/run-python",
+        json!({"code": "import time\nresult.set('early')\ntime.sleep(30)", "timeout_ms": 1500}),
+    )
+    .await;
+    assert_eq!(v["timed_out"], true, "{v}");
+    assert_eq!(
+        v["result"], "early",
+        "what was recorded before the kill is kept"
+    );
+
+    let (status, bytes) = a
+        .request(
+            "POST",
+            "/run-js?stream=true",
+            serde_json::to_vec(&json!({"code": "console.log('hi'); result.set(7)"})).unwrap(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let lines: Vec<Value> = std::str::from_utf8(&bytes)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0], json!({"stdout": "hi\n"}));
+    assert_eq!(lines.last().unwrap()["exit"]["result"], 7, "{lines:?}");
+}

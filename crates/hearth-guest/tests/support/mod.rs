@@ -1,0 +1,270 @@
+//! Test harness: starts the real `hearth-agent` binary on the host (it enters its own
+//! mount namespace, so nothing leaks into the host's mounts) and talks HTTP to it over a
+//! Unix socket with hyper's client.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::net::UnixStream;
+
+pub struct Agent {
+    pub dir: tempfile::TempDir,
+    pub sock: PathBuf,
+    pub child: Child,
+}
+
+/// Where the tests find Deno: `$HEARTH_TEST_DENO`, `deno` on `PATH`, or the copy the
+/// test script installs with `pip install --target /work/tools-agent/deno-py deno`.
+pub fn deno_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("HEARTH_TEST_DENO") {
+        return p.into();
+    }
+    if let Ok(out) = Command::new("sh").args(["-c", "command -v deno"]).output() {
+        let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !p.is_empty() {
+            return std::fs::canonicalize(p).expect("deno path");
+        }
+    }
+    let pip = PathBuf::from("/work/tools-agent/deno-py/bin/deno");
+    assert!(
+        pip.exists(),
+        "deno not found: set HEARTH_TEST_DENO or install it (pip install deno)"
+    );
+    pip
+}
+
+#[derive(Default)]
+pub struct Options {
+    pub extra_args: Vec<String>,
+    /// Run the agent in a fresh network namespace (firewall tests).
+    pub new_netns: bool,
+}
+
+impl Agent {
+    pub fn start() -> Agent {
+        Self::start_with(Options::default())
+    }
+
+    pub fn start_with(opts: Options) -> Agent {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sock = dir.path().join("agent.sock");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearth-agent"));
+        cmd.arg("--listen")
+            .arg(format!("unix:{}", sock.display()))
+            .arg("--workspace")
+            .arg(dir.path().join("ws"))
+            .arg("--jail-root")
+            .arg(dir.path().join("jail"))
+            .arg("--runtime-bin")
+            .arg(deno_path())
+            .args(&opts.extra_args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if opts.new_netns {
+            // SAFETY: unshare is a single async-signal-safe system call.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::unshare(libc::CLONE_NEWNET) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd.spawn().expect("start hearth-agent");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read the listening line");
+        assert!(
+            line.starts_with("listening on unix:"),
+            "agent did not start: {line:?}"
+        );
+        Agent { dir, sock, child }
+    }
+
+    pub fn workspace(&self) -> PathBuf {
+        self.dir.path().join("ws")
+    }
+
+    pub async fn connect(&self) -> Client {
+        Client::connect(&self.sock).await
+    }
+
+    /// One request on a fresh connection; returns status and the whole body.
+    pub async fn request(&self, method: &str, path: &str, body: impl Into<Bytes>) -> (u16, Bytes) {
+        let mut c = self.connect().await;
+        let resp = c.send(method, path, body.into()).await;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, body)
+    }
+
+    pub async fn json(&self, method: &str, path: &str, body: Value) -> (u16, Value) {
+        let (status, bytes) = self
+            .request(method, path, serde_json::to_vec(&body).unwrap())
+            .await;
+        let v = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "{path}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        });
+        (status, v)
+    }
+
+    pub async fn exec(&self, body: Value) -> Value {
+        let (status, v) = self.json("POST", "/exec", body).await;
+        assert_eq!(status, 200, "{v}");
+        v
+    }
+
+    pub async fn sh(&self, cmd: &str) -> Value {
+        self.exec(serde_json::json!({ "cmd": cmd })).await
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A kept-open HTTP/1.1 connection.
+pub struct Client {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl Client {
+    pub async fn connect(sock: &Path) -> Client {
+        let stream = UnixStream::connect(sock).await.expect("connect");
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        Client { sender }
+    }
+
+    pub async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Bytes,
+    ) -> hyper::Response<Incoming> {
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "agent")
+            .body(Full::new(body))
+            .unwrap();
+        self.sender.ready().await.expect("ready");
+        self.sender.send_request(req).await.expect("send")
+    }
+}
+
+/// Reads a streamed body frame by frame, noting when each frame arrived.
+pub async fn frames(resp: hyper::Response<Incoming>) -> Vec<(Duration, Bytes)> {
+    let start = Instant::now();
+    let mut body = resp.into_body();
+    let mut out = Vec::new();
+    while let Some(f) = body.frame().await {
+        if let Ok(data) = f.expect("frame").into_data() {
+            out.push((start.elapsed(), data));
+        }
+    }
+    out
+}
+
+/// A gzip'd tar built from `(path, contents)` pairs with the tar crate's checks.
+pub fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    for (path, data) in files {
+        let mut h = tar::Header::new_gnu();
+        if path.ends_with('/') {
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o755);
+            h.set_size(0);
+            b.append_data(&mut h, path, std::io::empty()).unwrap();
+        } else {
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(0o644);
+            h.set_size(data.len() as u64);
+            b.append_data(&mut h, path, *data).unwrap();
+        }
+    }
+    b.into_inner().unwrap().finish().unwrap()
+}
+
+/// Appends an entry with a raw name and type, bypassing the tar crate's own path checks
+/// (it refuses `..` and absolute paths, which is exactly what the tests need to send).
+pub fn raw_entry<W: std::io::Write>(
+    b: &mut tar::Builder<W>,
+    name: &[u8],
+    kind: tar::EntryType,
+    data: &[u8],
+    link: Option<&str>,
+) {
+    let mut h = tar::Header::new_gnu();
+    let field = &mut h.as_gnu_mut().expect("gnu header").name;
+    assert!(name.len() < field.len());
+    field.fill(0);
+    field[..name.len()].copy_from_slice(name);
+    h.set_entry_type(kind);
+    h.set_mode(0o644);
+    h.set_size(data.len() as u64);
+    if let Some(l) = link {
+        h.set_link_name(l).unwrap();
+    }
+    if matches!(kind, tar::EntryType::Char | tar::EntryType::Block) {
+        h.set_device_major(1).unwrap();
+        h.set_device_minor(3).unwrap();
+    }
+    h.set_cksum();
+    b.append(&h, data).unwrap();
+}
+
+pub fn gz_builder() -> tar::Builder<flate2::write::GzEncoder<Vec<u8>>> {
+    tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ))
+}
+
+pub fn finish(b: tar::Builder<flate2::write::GzEncoder<Vec<u8>>>) -> Vec<u8> {
+    b.into_inner().unwrap().finish().unwrap()
+}
+
+/// Every path under `dir`, relative, sorted.
+pub fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(base: &Path, d: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(d).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            out.push(p.strip_prefix(base).unwrap().display().to_string());
+            if e.file_type().unwrap().is_dir() {
+                walk(base, &p, out);
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
