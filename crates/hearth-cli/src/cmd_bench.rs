@@ -1,11 +1,125 @@
-//! Placeholder until this command lands.
+//! `hearth bench boot|exec`: performance figures from real VMs of the default image.
+use std::time::{Duration, Instant};
+
+use hearth_proto::{ExecRequest, AGENT_PORT};
+use serde_json::json;
+
+use crate::cmd_run;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// Not implemented yet.
-    Todo,
+    /// Boot N VMs one after the other: VMM start to agent ready, and idle host RSS.
+    Boot {
+        #[arg(long, default_value_t = 10)]
+        n: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// In one VM: N `true` execs through the agent vs N raw vsock round trips.
+    Exec {
+        #[arg(long, default_value_t = 100)]
+        n: usize,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
-pub async fn main(_cmd: Command) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
+pub async fn main(cmd: Command) -> anyhow::Result<i32> {
+    let image = cmd_run::default_image_dir();
+    match cmd {
+        Command::Boot { n, json } => {
+            let mut boot = Vec::with_capacity(n);
+            let mut rss = Vec::with_capacity(n);
+            for _ in 0..n.max(1) {
+                let spec = cmd_run::spec_for(&image, 1, 512)?;
+                let (vm, took) = cmd_run::boot(&spec).await?;
+                // Idle: let the guest settle after boot before reading RSS.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                rss.push(vm.rss_kib() as f64);
+                boot.push(took);
+                vm.destroy().await?;
+            }
+            report(json, vec![("boot_ms", ms(&boot)), ("idle_rss_kib", rss)]);
+        }
+        Command::Exec { n, json } => {
+            let spec = cmd_run::spec_for(&image, 1, 512)?;
+            let (vm, _) = cmd_run::boot(&spec).await?;
+            let result = exec_bench(&vm, n.max(1)).await;
+            vm.destroy().await?;
+            let (exec, health, connect) = result?;
+            report(
+                json,
+                vec![
+                    ("exec_true_ms", ms(&exec)),
+                    ("health_ms", ms(&health)),
+                    ("vsock_connect_ms", ms(&connect)),
+                ],
+            );
+        }
+    }
+    Ok(0)
+}
+
+type Samples = Vec<Duration>;
+
+/// Three round trips, each on a fresh connection as the agent client makes them:
+/// `exec true` (HTTP + process spawn in the guest), `GET /health` (HTTP, the agent's
+/// cheapest call) and the bare hybrid-vsock handshake (`CONNECT` → `OK`).
+async fn exec_bench(
+    vm: &hearth_vmm::VmHandle,
+    n: usize,
+) -> anyhow::Result<(Samples, Samples, Samples)> {
+    let agent = vm.agent();
+    let req = ExecRequest {
+        cmd: "true".into(),
+        ..Default::default()
+    };
+    agent.exec(&req).await?; // warm-up: first exec pays page-cache misses
+    let (mut exec, mut health, mut connect) = (vec![], vec![], vec![]);
+    for _ in 0..n {
+        let t = Instant::now();
+        let r = agent.exec(&req).await?;
+        exec.push(t.elapsed());
+        anyhow::ensure!(r.exit_code == 0, "`true` exited {}", r.exit_code);
+    }
+    for _ in 0..n {
+        let t = Instant::now();
+        agent.health().await?;
+        health.push(t.elapsed());
+    }
+    for _ in 0..n {
+        let t = Instant::now();
+        let s = hearth_vmm::vsock::connect(&vm.vsock_path, AGENT_PORT).await?;
+        connect.push(t.elapsed());
+        drop(s);
+    }
+    Ok((exec, health, connect))
+}
+
+/// Prints n, median, p90, min and max of each series.
+fn report(as_json: bool, series: Vec<(&str, Vec<f64>)>) {
+    let mut out = serde_json::Map::new();
+    for (name, mut xs) in series {
+        xs.sort_by(f64::total_cmp);
+        let pick = |q: f64| xs[((xs.len() as f64 - 1.0) * q).round() as usize];
+        let (median, p90, min, max) = (pick(0.5), pick(0.9), xs[0], xs[xs.len() - 1]);
+        if as_json {
+            out.insert(
+                name.to_string(),
+                json!({"n": xs.len(), "median": median, "p90": p90, "min": min, "max": max}),
+            );
+        } else {
+            println!(
+                "{name:<18} n={:<4} median={median:>10.3} p90={p90:>10.3} min={min:>10.3} max={max:>10.3}",
+                xs.len()
+            );
+        }
+    }
+    if as_json {
+        println!("{}", serde_json::Value::Object(out));
+    }
+}
+
+fn ms(xs: &[Duration]) -> Vec<f64> {
+    xs.iter().map(|d| d.as_secs_f64() * 1000.0).collect()
 }

@@ -1,0 +1,148 @@
+//! Runs the real `hearth` binary against real VMs (QEMU/TCG where KVM is unusable):
+//! `doctor`, `run` with its exit codes, streams, JSON and upload. Every test gets its own
+//! run dir (`HEARTH_RUN_DIR`) and checks that nothing is left in it.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn image_dir() -> PathBuf {
+    let dir = hearth_image::paths::image_dir("default");
+    for f in ["vmlinux", "rootfs.ext4"] {
+        assert!(
+            dir.join(f).exists(),
+            "guest image file {} is missing: build it with `bash scripts/build-guest.sh && \
+             hearth image build` (scripts/test.sh does both)",
+            dir.join(f).display()
+        );
+    }
+    dir
+}
+
+fn hearth(run_dir: &Path, args: &[&str]) -> Output {
+    image_dir();
+    Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(args)
+        .env("HEARTH_RUN_DIR", run_dir)
+        .output()
+        .expect("hearth runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn assert_run_dir_empty(dir: &Path) {
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn doctor_reports_the_host_and_boots_the_default_image() {
+    let run = tempfile::tempdir().unwrap();
+    let out = hearth(run.path(), &["doctor", "--json", "--boot"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    for key in [
+        "kvm_present",
+        "kvm_usable",
+        "vmm",
+        "accel",
+        "image",
+        "agent_ready",
+        "boot_ms",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key}: {v}");
+    }
+    assert_eq!(v["agent_ready"], true);
+    assert!(v["boot_ms"].as_u64().unwrap() > 0);
+    if Path::new("/sys/module/kvm_pvm").exists() {
+        assert_eq!(v["kvm_usable"], false);
+        assert_eq!(
+            (v["vmm"].as_str(), v["accel"].as_str()),
+            (Some("qemu"), Some("tcg"))
+        );
+    }
+    assert_run_dir_empty(run.path());
+}
+
+#[test]
+fn run_streams_both_outputs_and_exits_with_the_program_code() {
+    let run = tempfile::tempdir().unwrap();
+    let out = hearth(
+        run.path(),
+        &[
+            "run",
+            "--env",
+            "GREETING=hi",
+            "--",
+            "sh",
+            "-c",
+            "echo $GREETING; echo oops >&2; id -u; exit 7",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hi\n1000\n");
+    assert!(text(&out.stderr).contains("oops"));
+    assert_run_dir_empty(run.path());
+}
+
+#[test]
+fn run_json_reports_the_structured_result() {
+    let run = tempfile::tempdir().unwrap();
+    let out = hearth(run.path(), &["run", "--json", "-c", "echo out; exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["exit_code"], 3);
+    assert_eq!(v["stdout"], "out\n");
+    assert!(v.get("result").is_some() && v.get("error").is_some(), "{v}");
+    assert_run_dir_empty(run.path());
+}
+
+#[test]
+fn run_uploads_a_directory_into_the_workspace() {
+    let run = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::create_dir(data.path().join("sub")).unwrap();
+    std::fs::write(data.path().join("sub/hello.txt"), "uploaded\n").unwrap();
+    let dir = data.path().to_str().unwrap();
+    let out = hearth(
+        run.path(),
+        &[
+            "run",
+            "--upload",
+            dir,
+            "--",
+            "cat",
+            "/workspace/sub/hello.txt",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "uploaded\n");
+    assert_run_dir_empty(run.path());
+}
+
+#[test]
+fn run_reports_a_timeout_on_stderr() {
+    let run = tempfile::tempdir().unwrap();
+    let out = hearth(run.path(), &["run", "--timeout", "2", "-c", "sleep 30"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("timed out"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_run_dir_empty(run.path());
+}
+
+#[test]
+fn run_infers_python_from_the_file_name() {
+    let run = tempfile::tempdir().unwrap();
+    let src = tempfile::Builder::new().suffix(".py").tempfile().unwrap();
+    std::fs::write(src.path(), "print(6 * 7)\n").unwrap();
+    let out = hearth(run.path(), &["run", "--file", src.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "42\n");
+    assert_run_dir_empty(run.path());
+}
