@@ -1,11 +1,79 @@
-//! Placeholder until this command lands.
+//! `hearth image build|ls`: guest images under `$HEARTH_DATA_DIR/images/`.
+
+use hearth_image::{BuildOptions, Image};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// Not implemented yet.
-    Todo,
+    /// Build (or refresh) a guest image: kernel, Debian rootfs, guest binaries.
+    /// Heavy steps are cached; an unchanged rebuild takes seconds.
+    Build {
+        /// Image name (a directory under the images dir).
+        #[arg(long, default_value = "default")]
+        name: String,
+        /// Print the manifest as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List built images.
+    Ls {
+        /// Print manifests as a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
-pub async fn main(_cmd: Command) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
+pub async fn main(cmd: Command) -> anyhow::Result<i32> {
+    match cmd {
+        Command::Build { name, json } => {
+            let opts = BuildOptions { name, quiet: false };
+            // The build runs tools for minutes; keep it off the async workers.
+            let image = tokio::task::spawn_blocking(move || hearth_image::build(&opts)).await??;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&image.manifest)?);
+            } else {
+                print_table(&[image]);
+            }
+        }
+        Command::Ls { json } => {
+            let images = hearth_image::list_images()?;
+            if json {
+                let all: Vec<_> = images.iter().map(|i| &i.manifest).collect();
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else if images.is_empty() {
+                eprintln!(
+                    "no images in {}; build one with `hearth image build`",
+                    hearth_image::images_dir().display()
+                );
+            } else {
+                print_table(&images);
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1}M", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn print_table(images: &[Image]) {
+    println!(
+        "{:<12} {:<20} {:<9} {:<9} {:<8} {:<8} {:<22} DIR",
+        "NAME", "KERNEL", "VMLINUX", "ROOTFS", "NODE", "DENO", "CREATED"
+    );
+    for i in images {
+        let m = &i.manifest;
+        let node = m.versions.node.as_deref().unwrap_or("-");
+        println!(
+            "{:<12} {:<20} {:<9} {:<9} {:<8} {:<8} {:<22} {}",
+            m.name,
+            m.versions.kernel,
+            mib(m.sizes.vmlinux),
+            mib(m.sizes.rootfs),
+            node.split(['+', '~', '-']).next().unwrap_or(node),
+            m.versions.deno.as_deref().unwrap_or("-"),
+            m.created_at,
+            i.dir.display()
+        );
+    }
 }

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs what building and booting Hearth guests needs. Idempotent and fast when the
+# machine is already set up: apt only runs if a package is missing. Run as root.
+set -euo pipefail
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "deps: run as root (installs Debian packages)" >&2
+    exit 1
+fi
+
+packages=(
+    # VMM and guest tooling
+    qemu-system-x86 qemu-utils
+    # rootfs: debootstrap + ext4 images (mkfs.ext4 -d, resize2fs, e2fsck, debugfs)
+    debootstrap e2fsprogs
+    # kernel build
+    linux-source-6.1 build-essential bc bison flex libelf-dev libssl-dev cpio xz-utils
+    # host networking
+    nftables iproute2
+    # Deno comes from PyPI's wheel: pip to fetch it, python's zipfile to unpack it
+    python3 python3-pip
+    # build-guest.sh checks that guest binaries are static
+    file
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+    [ "$status" = installed ] || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "deps: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+    echo "deps: Debian packages already installed" >&2
+fi
+
+# The pip Debian ships may be shadowed by another python3 on PATH; either works.
+if ! python3 -m pip --version >/dev/null 2>&1; then
+    echo "deps: python3 has no pip module; install python3-pip" >&2
+    exit 1
+fi
+
+if ! command -v vhost-device-vsock >/dev/null 2>&1; then
+    echo "deps: cargo install vhost-device-vsock" >&2
+    cargo install --locked --quiet vhost-device-vsock
+fi
+
+rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-gnu \
+    || rustup target add x86_64-unknown-linux-gnu
+
+echo "deps: ok" >&2
