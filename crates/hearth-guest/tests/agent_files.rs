@@ -195,3 +195,22 @@ async fn download_round_trips_and_never_follows_symlinks() {
     let (s, _) = a.request("GET", "/files/download", Vec::new()).await;
     assert_eq!(s, 400);
 }
+
+#[tokio::test]
+async fn an_early_rejection_still_reaches_a_client_sending_a_big_body() {
+    let a = Agent::start();
+    let mut b = gz_builder();
+    raw_entry(&mut b, b"evil", EntryType::Symlink, b"", Some("/"));
+    let data: Vec<u8> = (0..24u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, "after", &data[..]).unwrap();
+    let (status, v) = upload(&a, "/workspace", finish(b)).await;
+    assert_eq!(status, 422, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("\"evil\""));
+    assert!(tree(&a.workspace()).is_empty());
+}

@@ -19,6 +19,8 @@ use crate::jail::{spawn, SpawnSpec, AGENT_IN_JAIL};
 
 /// Largest reply line read from a helper.
 const MAX_REPLY: u64 = 64 * 1024;
+/// How much of a rejected upload is still read and dropped before answering.
+const MAX_DRAIN: usize = 64 << 20;
 
 fn query_path(
     req: &hyper::Request<Incoming>,
@@ -74,13 +76,23 @@ pub async fn upload(state: &State, req: hyper::Request<Incoming>) -> Result<Resp
     let mut body = req.into_body();
     // Frame by frame: the archive is never held whole. If the helper stops reading (it
     // rejected an entry and exited), the write fails and we stop too.
+    let mut helper_gone = false;
+    let mut discarded = 0usize;
     while let Some(frame) = body.frame().await {
         let frame =
             frame.map_err(|e| AgentError::BadRequest(format!("reading the upload: {e}")))?;
-        if let Ok(data) = frame.into_data() {
-            if stdin.write_all(&data).await.is_err() {
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if helper_gone {
+            // Read (and drop) a bounded tail so that a client still sending gets our
+            // answer instead of a reset connection; beyond that, just answer.
+            discarded += data.len();
+            if discarded > MAX_DRAIN {
                 break;
             }
+        } else if stdin.write_all(&data).await.is_err() {
+            helper_gone = true;
         }
     }
     drop(stdin);
