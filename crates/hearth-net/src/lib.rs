@@ -36,6 +36,9 @@ pub struct NetAttachmentInfo {
     pub netns: String,
     pub mac: String,
     pub guest: GuestNet,
+    /// The allowlist as applied, host names resolved (empty = open): hand it to the guest
+    /// agent through [`Network::guest_allow`].
+    pub allow: Vec<Destination>,
 }
 
 /// The host networking of one server. Cheap to clone; holds no state but the config, so a
@@ -79,7 +82,9 @@ impl Network {
         let mut out = vec![];
         for e in req.entries()? {
             if let AllowEntry::Net { net, .. } = &e {
-                if net.overlaps(&self.cfg.pool.net()) {
+                // Only entries wholly inside the pool are refused as pointless; a wider one
+                // (172.16.0.0/12) is fine because the pool is dropped before any entry.
+                if self.cfg.pool.net().covers(net) {
                     return Err(NetError::BadAllow {
                         entry: e.to_string(),
                         kind: AllowError::AlwaysDenied("the VM address pool"),
@@ -201,6 +206,7 @@ impl Network {
                 gateway: s.gateway(),
                 dns: self.cfg.dns,
             },
+            allow: allow.to_vec(),
         })
     }
 
@@ -349,5 +355,68 @@ pub fn check_vm_id(id: &str) -> Result<()> {
         Ok(())
     } else {
         Err(NetError::BadVmId(id.into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net() -> Network {
+        let cfg = NetConfig::new(
+            DEFAULT_POOL.parse().unwrap(),
+            Uplink::Host,
+            "198.51.100.53".parse().unwrap(),
+            "hearth",
+        )
+        .unwrap();
+        Network::new(cfg)
+    }
+
+    #[test]
+    fn vm_ids() {
+        for ok in ["a", "0f3e1c2a-9b7d-4e2f-8a61-3c5d7e9f1a2b", "vm_1"] {
+            assert!(check_vm_id(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "a b", "a/b", "a;b", "ä", &"a".repeat(49)] {
+            assert!(check_vm_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn guest_allow_adds_the_resolver_and_drops_ports() {
+        let n = net();
+        let r = NetRequest {
+            outbound: true,
+            allow: vec![
+                "203.0.113.10:80".into(),
+                "203.0.113.10:443".into(),
+                "10.0.0.0/8".into(),
+            ],
+        };
+        let dests = n.resolve(&r).unwrap();
+        assert_eq!(dests.len(), 3);
+        assert_eq!(
+            n.guest_allow(&dests),
+            ["10.0.0.0/8", "198.51.100.53/32", "203.0.113.10/32"]
+        );
+        assert!(n.guest_allow(&[]).is_empty(), "open stays open");
+        // Entries overlapping the VM pool are refused: other VMs are always denied.
+        let r = NetRequest {
+            outbound: true,
+            allow: vec!["172.30.0.0/24".into()],
+        };
+        assert!(matches!(
+            n.resolve(&r),
+            Err(NetError::BadAllow {
+                kind: AllowError::AlwaysDenied(_),
+                ..
+            })
+        ));
+        let wide = NetRequest {
+            outbound: true,
+            allow: vec!["172.16.0.0/12".into()],
+        };
+        assert_eq!(n.resolve(&wide).unwrap().len(), 1);
     }
 }

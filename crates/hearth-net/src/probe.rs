@@ -5,14 +5,15 @@
 use crate::config::Uplink;
 use crate::{rules, sys, Network};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serializes as `{"name", "ok", "detail"}` for `hearth doctor --json`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Check {
     pub name: &'static str,
     pub ok: bool,
     pub detail: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Probe {
     pub checks: Vec<Check>,
 }

@@ -145,3 +145,27 @@ fn no_ipv6_anywhere_near_the_vm() {
         .unwrap()
         .contains("meta nfproto != ipv4 drop"));
 }
+
+#[test]
+fn listing_private_ranges_never_opens_other_vms_or_the_host() {
+    let mut w = World::new();
+    let b = w.guest("vmb", &req(&[]));
+    let a = w.guest("vma", &req(&["172.16.0.0/12", "10.0.0.0/8"]));
+    let _b_srv = Servers::start(&b.ns, &[]);
+    let _host_srv = Servers::start(&w.host, &[]);
+    assert!(
+        reaches(&a.ns, PRIVATE_SRV, 80),
+        "the listed private range works"
+    );
+    assert!(reaches(&b.ns, b.info.guest.addr, 7000), "B's server is up");
+    assert!(
+        !reaches(&a.ns, b.info.guest.addr, 7000),
+        "the pool stays denied"
+    );
+    assert!(!reaches(&a.ns, b.subnet.uplink_addr(), 7000));
+    assert!(
+        !reaches(&a.ns, a.subnet.uplink_addr(), 7000),
+        "the host stays denied"
+    );
+    assert!(!reaches(&a.ns, WEB, 80), "not listed");
+}
