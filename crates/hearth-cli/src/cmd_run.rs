@@ -96,21 +96,8 @@ fn job(a: &Args) -> anyhow::Result<Job> {
     ))
 }
 
-/// `HEARTH_DATA_DIR` rule of ARCHITECTURE.md (same as `hearth_image::paths::data_dir`).
-pub(crate) fn data_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("HEARTH_DATA_DIR").filter(|v| !v.is_empty()) {
-        return d.into();
-    }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return "/var/lib/hearth".into();
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-    PathBuf::from(home).join(".local/share/hearth")
-}
-
 pub(crate) fn default_image_dir() -> PathBuf {
-    data_dir().join("images/default")
+    hearth_image::paths::image_dir("default")
 }
 
 /// State dirs of local (server-less) VMs: `HEARTH_RUN_DIR`, default
@@ -120,7 +107,7 @@ pub(crate) fn run_dir() -> PathBuf {
     std::env::var_os("HEARTH_RUN_DIR")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| data_dir().join("run"))
+        .unwrap_or_else(|| hearth_image::paths::data_dir().join("run"))
 }
 
 /// A unique enough VM id for local runs: pid plus a nanosecond clock.
