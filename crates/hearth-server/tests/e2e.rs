@@ -40,6 +40,14 @@ fn image_dir() -> PathBuf {
     dir
 }
 
+fn log_file(data: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data.join("server.log"))
+        .unwrap()
+}
+
 struct Server {
     child: Child,
     url: String,
@@ -61,7 +69,8 @@ impl Server {
             .env("BASE_ROOTFS_PATH", img.join("rootfs.ext4"))
             .env("HEARTH_LOG", "info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            // Appended across restarts; read it when a test fails.
+            .stderr(log_file(data));
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -493,4 +502,74 @@ async fn restart_readopts_and_sigkill_leaks_nothing() {
     assert!(pids.iter().all(|p| !alive(*p)));
     let left: Vec<_> = std::fs::read_dir(&vms_dir).unwrap().flatten().collect();
     assert!(left.is_empty(), "leftovers: {left:?}");
+}
+
+/// The `hearth vm` / `hearth keys` client against a real server: human output, `--json`,
+/// exit codes passed through, and the server's message on errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_client_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let srv = Server::start(tmp.path());
+    let cli = |args: &[&str]| {
+        let out = Command::new(hearth_bin())
+            .args(args)
+            .env("HEARTH_URL", &srv.url)
+            .env("HEARTH_DATA_DIR", tmp.path()) // key comes from admin.key
+            .env_remove("HEARTH_API_KEY")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, id, err) = cli(&["vm", "create", "--ttl", "600", "--meta", "who=cli"]);
+    assert_eq!(code, 0, "{err}");
+    let id = id.trim().to_string();
+    let (code, out, _) = cli(&["vm", "exec", &id, "--", "sh", "-c", "echo hi; exit 7"]);
+    assert_eq!((code, out.trim()), (7, "hi"));
+    let (code, out, _) = cli(&["vm", "ls", "--json"]);
+    assert_eq!(code, 0);
+    let list: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list[0]["metadata"]["who"], "cli");
+
+    let local = tmp.path().join("payload");
+    std::fs::create_dir_all(local.join("d")).unwrap();
+    std::fs::write(local.join("d/x.txt"), b"cli bytes").unwrap();
+    let (code, _, err) = cli(&["vm", "upload", &id, local.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let back = tmp.path().join("back");
+    let (code, _, err) = cli(&[
+        "vm",
+        "download",
+        &id,
+        "/workspace/payload",
+        "-x",
+        back.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        std::fs::read(back.join("payload/d/x.txt")).unwrap(),
+        b"cli bytes"
+    );
+
+    let (code, _, err) = cli(&["vm", "show", "no-such-vm"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("no VM with id") && err.contains("not_found"),
+        "{err}"
+    );
+
+    let (code, key, _) = cli(&["keys", "create", "robot"]);
+    assert_eq!(code, 0);
+    let (code, out, _) = cli(&["keys", "ls"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("robot") && !out.contains(key.trim()), "{out}");
+
+    let (code, _, err) = cli(&["vm", "rm", &id]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = cli(&["vm", "exec", &id, "true"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("deleted"), "{err}");
 }

@@ -56,9 +56,15 @@ fn check_timeout(state: &AppState, t: Option<u64>) -> Result<()> {
     }
 }
 
-/// Records a call in the history; a failure to record must not fail the call itself.
-fn record(state: &AppState, vm: &str, kind: &str, input: serde_json::Value, out: CallOutcome) {
-    let (state, vm) = (state.clone(), vm.to_string());
+/// Records a call in the history before the answer goes out, so a client that reads
+/// the history right after a call sees it. A failure to record does not fail the call.
+async fn record(
+    state: &AppState,
+    vm: &str,
+    kind: &str,
+    input: serde_json::Value,
+    out: CallOutcome,
+) {
     let call = CallRecord {
         id: uuid::Uuid::new_v4().to_string(),
         kind: kind.to_string(),
@@ -68,11 +74,9 @@ fn record(state: &AppState, vm: &str, kind: &str, input: serde_json::Value, out:
         error: out.error,
         created_at: now_ms(),
     };
-    tokio::spawn(async move {
-        if let Err(e) = state.store.insert_call(&vm, &call).await {
-            tracing::warn!(vm, error = %e, "recording call history");
-        }
-    });
+    if let Err(e) = state.store.insert_call(vm, &call).await {
+        tracing::warn!(vm, error = %e, "recording call history");
+    }
 }
 
 #[derive(Default)]
@@ -110,27 +114,33 @@ fn ndjson(
     events: hearth_vmm::agent::EventStream,
 ) -> Response {
     let started = Instant::now();
-    let mut input = Some(input);
-    let body = events.map(move |ev| {
-        let line = match ev {
-            Ok(ev) => {
-                if let (StreamEvent::Exit(r), Some(input)) = (&ev, input.take()) {
-                    record(&state, &vm, kind, input, CallOutcome::of(&r.exec));
+    let input = Arc::new(std::sync::Mutex::new(Some(input)));
+    let body = events.then(move |ev| {
+        let (state, vm, input) = (state.clone(), vm.clone(), input.clone());
+        async move {
+            let take = || input.lock().expect("input poisoned").take();
+            let mut line = match ev {
+                Ok(ev) => {
+                    if let StreamEvent::Exit(r) = &ev {
+                        if let Some(input) = take() {
+                            record(&state, &vm, kind, input, CallOutcome::of(&r.exec)).await;
+                        }
+                    }
+                    serde_json::to_vec(&ev).unwrap_or_default()
                 }
-                serde_json::to_vec(&ev).unwrap_or_default()
-            }
-            Err(e) => {
-                if let Some(input) = input.take() {
-                    record(&state, &vm, kind, input, CallOutcome::failed(&e, started));
+                Err(e) => {
+                    if let Some(input) = take() {
+                        let out = CallOutcome::failed(&e, started);
+                        record(&state, &vm, kind, input, out).await;
+                    }
+                    let err = from_vmm(e);
+                    let body = hearth_proto::ErrorBody::new(err.code(), err.to_string());
+                    serde_json::to_vec(&body).unwrap_or_default()
                 }
-                let err = from_vmm(e);
-                serde_json::to_vec(&hearth_proto::ErrorBody::new(err.code(), err.to_string()))
-                    .unwrap_or_default()
-            }
-        };
-        let mut line = line;
-        line.push(b'\n');
-        Ok::<_, std::convert::Infallible>(Bytes::from(line))
+            };
+            line.push(b'\n');
+            Ok::<_, std::convert::Infallible>(Bytes::from(line))
+        }
     });
     (
         [(header::CONTENT_TYPE, "application/x-ndjson")],
@@ -166,11 +176,11 @@ async fn exec(
     let started = Instant::now();
     match agent.exec(&req).await {
         Ok(r) => {
-            record(&state, &id, "exec", input, CallOutcome::of(&r));
+            record(&state, &id, "exec", input, CallOutcome::of(&r)).await;
             Ok(axum::Json(r).into_response())
         }
         Err(e) => {
-            record(&state, &id, "exec", input, CallOutcome::failed(&e, started));
+            record(&state, &id, "exec", input, CallOutcome::failed(&e, started)).await;
             Err(from_vmm(e))
         }
     }
@@ -211,11 +221,11 @@ async fn run(
     let started = Instant::now();
     match agent.run(lang, &req).await {
         Ok(r) => {
-            record(&state, &id, kind, input, CallOutcome::of(&r.exec));
+            record(&state, &id, kind, input, CallOutcome::of(&r.exec)).await;
             Ok(axum::Json(r).into_response())
         }
         Err(e) => {
-            record(&state, &id, kind, input, CallOutcome::failed(&e, started));
+            record(&state, &id, kind, input, CallOutcome::failed(&e, started)).await;
             Err(from_vmm(e))
         }
     }
