@@ -128,7 +128,8 @@ pub struct VmSpec {
     pub memory_mib: u32,
     /// Per-VM directory that will hold every file of this VM (sockets, overlay, logs).
     pub state_dir: PathBuf,
-    /// Overlay disk to reuse (a stopped VM being started again); `None` creates a fresh one.
+    /// Overlay disk to reuse (a stopped VM being started again); `None` creates a fresh
+    /// `<state_dir>/overlay.ext4`, or reuses that file when it already exists.
     pub overlay: Option<PathBuf>,
     /// Size of a fresh overlay disk (sparse).
     pub overlay_size_mib: u32,
