@@ -50,7 +50,7 @@ impl Default for Config {
             deno: "deno".into(),
             node: "node".into(),
             python: "python3".into(),
-            nft: "nft".into(),
+            nft: "/usr/sbin/nft".into(),
         }
     }
 }
