@@ -106,6 +106,16 @@ pub(crate) fn qemu_args(spec: &VmSpec, accel: Accel, l: &Layout) -> Vec<String> 
 /// previous run of this VM left behind (binding would fail on them).
 pub(crate) fn prepare(spec: &VmSpec, overlay_path: &Path, sockets: &[&Path]) -> Result<()> {
     std::fs::create_dir_all(&spec.state_dir).map_err(|e| Error::io(&spec.state_dir, e))?;
+    // Two VMMs on one overlay would corrupt it: refuse while a previous run lives.
+    if let Ok(old) = VmHandle::adopt(&spec.state_dir) {
+        if old.procs.iter().any(|p| p.is_alive()) {
+            return Err(Error::Spawn(format!(
+                "a VM is still running in {} (pids {:?})",
+                spec.state_dir.display(),
+                old.pids
+            )));
+        }
+    }
     for s in sockets {
         let _ = std::fs::remove_file(s);
     }

@@ -122,6 +122,11 @@ async fn stop_keeps_the_disk_and_a_restart_sees_earlier_writes() {
     let mut s = spec(tmp.path(), "restart");
     let vm = boot(&s).await;
     assert_eq!(sh(&vm, "echo kept > /workspace/kept").await.0, 0);
+    // A second VMM on the same state dir (and disk) is refused while the first runs.
+    let vmm = hearth_vmm::select(&hearth_vmm::Selection::from_env().unwrap()).unwrap();
+    let twice = vmm.start(&s).await;
+    assert!(twice.is_err(), "second start on a live state dir");
+    assert!(vm.is_alive(), "the refused start left the running VM alone");
     vm.stop(Duration::from_secs(5)).await.unwrap();
     assert!(!vm.is_alive());
     assert!(vm.overlay_path.exists() && vm.state_dir.exists());
