@@ -37,6 +37,18 @@ async fn health_and_error_statuses() {
     );
     let (s, _) = a.json("POST", "/health", json!(null)).await;
     assert_eq!(s, 405);
+    for body in [
+        json!({"cmd": "echo", "args": ["a\0b"]}),
+        json!({"cmd": "echo", "env": {"K": "v\0"}}),
+        json!({"cmd": "ec\0ho"}),
+    ] {
+        let (s, v) = a.json("POST", "/exec", body.clone()).await;
+        assert_eq!(s, 422, "{body}: {v}");
+    }
+    let (s, v) = a
+        .json("POST", "/run-python", json!({"code": "1", "args": ["\0"]}))
+        .await;
+    assert_eq!(s, 422, "{v}");
 }
 
 #[test]

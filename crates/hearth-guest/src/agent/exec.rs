@@ -20,6 +20,8 @@ pub async fn handle(
 ) -> Result<Response<Body>> {
     let req: ExecRequest = h::read_json(req, MAX_JSON_BODY).await?;
     req.validate()?;
+    let strings = [&req.cmd].into_iter().chain(req.args.iter().flatten());
+    reject_nul(strings.chain(req.env.values()).chain(req.cwd.iter()))?;
     let cwd = resolve_cwd(state, req.cwd.as_deref())?;
     let (program, args) = match req.args {
         None => ("/bin/sh".to_string(), vec!["-c".to_string(), req.cmd]),
@@ -47,6 +49,14 @@ pub async fn handle(
     }
     let resp = run_or_report(&jail, spec, OutputSink::Capture).await?;
     Ok(h::json(200, &resp))
+}
+
+/// NUL cannot pass through `execve`; say so as a 422 instead of failing the spawn.
+pub fn reject_nul<'a>(strings: impl IntoIterator<Item = &'a String>) -> Result<()> {
+    match strings.into_iter().find(|s| s.contains('\0')) {
+        Some(s) => Err(AgentError::Invalid(format!("{s:?} contains a NUL byte"))),
+        None => Ok(()),
+    }
 }
 
 pub fn timeout(ms: Option<u64>) -> Duration {

@@ -111,6 +111,7 @@ pub async fn handle(
 ) -> Result<Response<Body>> {
     let req: RunRequest = h::read_json(req, MAX_JSON_BODY).await?;
     req.validate()?;
+    super::exec::reject_nul(req.args.iter().chain(req.path.iter()))?;
     let env = req.env_pairs()?;
     let dir = RunDir::create(state)?;
 

@@ -57,7 +57,12 @@ impl Agent {
     pub fn start_with(opts: Options) -> Agent {
         let dir = tempfile::tempdir().expect("tempdir");
         let sock = dir.path().join("agent.sock");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearth-agent"));
+        // HEARTH_TEST_AGENT_BIN runs the suite against another build, e.g. the static
+        // guest binary from scripts/build-guest.sh.
+        let bin = std::env::var_os("HEARTH_TEST_AGENT_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_hearth-agent").into());
+        let mut cmd = Command::new(bin);
         cmd.arg("--listen")
             .arg(format!("unix:{}", sock.display()))
             .arg("--workspace")
