@@ -217,6 +217,7 @@ impl Network {
             self.cfg.pool.net(),
             self.cfg.dns,
             (!allow.is_empty()).then_some(allow),
+            conn_mark(vm_id),
         );
         sys::nft_apply(self.uplink(), &table)
     }
@@ -342,6 +343,16 @@ impl Network {
     pub fn probe(&self) -> Probe {
         probe::run(self)
     }
+}
+
+/// The conntrack mark of a VM's connections: FNV-1a of its id, so it survives a server
+/// restart and allowlist updates without stored state, and differs between the VMs that
+/// reuse one /29 (their ids differ). Never 0, the mark of every untagged connection.
+fn conn_mark(vm_id: &str) -> u32 {
+    let h = vm_id.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    h.max(1)
 }
 
 /// VM ids become parts of namespace, table and alias names.

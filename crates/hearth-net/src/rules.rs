@@ -58,12 +58,17 @@ pub fn guard_table() -> String {
 /// The per-VM policy, in the uplink namespace where neither the guest nor the VMM (which
 /// runs in the VM namespace) can reach it. Packets from the VM are judged one by one, not
 /// by connection, so an allowlist change also cuts connections already open.
+///
+/// `mark` tags the VM's connections; only replies on connections carrying it reach the VM.
+/// Conntrack entries outlive a deleted VM, and its /29 is reused: without the tag, late
+/// packets of the previous tenant's connections would be delivered to the next VM.
 pub fn vm_table(
     name: &str,
     subnet: &Subnet,
     pool: Ipv4Net,
     dns: Ipv4Addr,
     allow: Option<&[Destination]>,
+    mark: u32,
 ) -> String {
     let ifname = subnet.uplink_ifname();
     let deny: Vec<String> = ALWAYS_DENIED
@@ -86,7 +91,7 @@ pub fn vm_table(
         "  chain forward {{\n\
          \x20   type filter hook forward priority filter - 10; policy accept;\n\
          \x20   iifname \"{ifname}\" jump from_vm\n\
-         \x20   oifname \"{ifname}\" ct state established,related accept\n\
+         \x20   oifname \"{ifname}\" ct state established,related ct mark {mark:#010x} accept\n\
          \x20   oifname \"{ifname}\" drop\n\
          \x20 }}\n\
          \x20 chain input {{\n\
@@ -95,6 +100,7 @@ pub fn vm_table(
          \x20 }}\n\
          \x20 chain from_vm {{\n\
          \x20   meta nfproto != ipv4 drop\n\
+         \x20   ct state new ct mark set {mark:#010x}\n\
          \x20   ip saddr != {guest} drop\n\
          \x20   ip daddr {dns} meta l4proto {{ tcp, udp }} th dport 53 accept\n\
          \x20   ip daddr @deny drop\n",
@@ -150,6 +156,7 @@ mod tests {
             "172.30.0.0/16".parse().unwrap(),
             "198.51.100.53".parse().unwrap(),
             Some(&allow),
+            0xdead_beef,
         );
         let pos = |needle: &str| t.find(needle).unwrap_or_else(|| panic!("{needle}\n{t}"));
         assert!(pos("ip daddr @deny drop") < pos("ip daddr 10.9.0.0/16"));
@@ -157,7 +164,8 @@ mod tests {
         assert!(pos("ip daddr @private drop") < pos("ip daddr 203.0.113.10/32"));
         assert!(t.contains("th dport 80 accept") && t.trim_end().ends_with("drop\n  }\n}"));
         assert!(t.contains("ip saddr != 172.30.0.10 drop") && t.contains("172.30.0.0/16"));
-        let open = vm_table("h_vm_a", &s, s.net(), "1.1.1.1".parse().unwrap(), None);
+        assert!(t.contains("ct mark set 0xdeadbeef") && t.contains("ct mark 0xdeadbeef accept"));
+        let open = vm_table("h_vm_a", &s, s.net(), "1.1.1.1".parse().unwrap(), None, 1);
         assert!(open.trim_end().ends_with("accept\n  }\n}"));
     }
 }

@@ -6,7 +6,7 @@ mod support;
 use std::net::Ipv4Addr;
 
 use hearth_net::{NetError, NetRequest};
-use support::servers::in_ns;
+use support::servers::{self, in_ns};
 use support::*;
 
 fn req(allow: &[&str]) -> NetRequest {
@@ -168,4 +168,70 @@ fn listing_private_ranges_never_opens_other_vms_or_the_host() {
         "the host stays denied"
     );
     assert!(!reaches(&a.ns, WEB, 80), "not listed");
+}
+
+/// Conntrack entries outlive a destroyed VM. The next VM on the same addresses must not
+/// receive the late packets of the previous tenant's connections. Two walls stop them: the
+/// uplink accepts replies only on connections carrying this VM's conntrack mark, and the new
+/// VM namespace's guard has no conntrack entry for them (each was checked alone by removing
+/// the other).
+#[test]
+fn a_reused_address_gets_none_of_the_previous_vms_traffic() {
+    use std::io::{ErrorKind, Read, Write};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    let mut w = World::new();
+    // A server that keeps pushing data on one connection and reports how it ended.
+    let (done_tx, done_rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let inet = w.inet.clone();
+    let pusher = std::thread::spawn(move || {
+        servers::enter(&inet);
+        let l = std::net::TcpListener::bind((WEB, 9000)).unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        s.set_write_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let end = Instant::now() + Duration::from_secs(30);
+        let verdict = loop {
+            if stop_rx.try_recv().is_ok() || Instant::now() > end {
+                break None;
+            }
+            match s.write(&[7u8; 512]) {
+                Err(e)
+                    if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) =>
+                {
+                    break Some(e.kind())
+                }
+                _ => std::thread::sleep(Duration::from_millis(100)),
+            }
+        };
+        done_tx.send(verdict).unwrap();
+    });
+
+    let old = w.guest("old", &req(&[]));
+    let conn = servers::in_ns(&old.ns, || {
+        let mut c = std::net::TcpStream::connect((WEB, 9000)).unwrap();
+        let mut b = [0u8; 512];
+        c.read_exact(&mut b).unwrap();
+        c // kept open: the "VM" vanishes without closing it
+    });
+    w.net.teardown("old").unwrap();
+    let new = w.guest_at("new", old.subnet, &req(&[]));
+    // The server retransmits for a while; a new VM that got those segments would answer RST.
+    std::thread::sleep(Duration::from_secs(4));
+    let rx = sh(&["ip", "-n", &new.ns, "-s", "-j", "link", "show", "eth0"]);
+    stop_tx.send(()).unwrap();
+    let verdict = done_rx.recv().unwrap();
+    pusher.join().unwrap();
+    drop(conn);
+    assert_eq!(
+        verdict, None,
+        "the new VM received the old VM's connection and reset it"
+    );
+    let v: serde_json::Value = serde_json::from_str(&rx).unwrap();
+    assert_eq!(
+        v[0]["stats64"]["rx"]["packets"], 0,
+        "nothing reached the new VM: {rx}"
+    );
 }

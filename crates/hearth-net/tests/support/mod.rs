@@ -147,6 +147,11 @@ impl World {
     pub fn guest(&mut self, vm: &str, req: &NetRequest) -> Guest {
         let used: Vec<Subnet> = self.guests.iter().map(|g| g.subnet).collect();
         let subnet = self.net.config().pool.allocate(&used).unwrap();
+        self.guest_at(vm, subnet, req)
+    }
+
+    /// Same on a given block (to reuse a torn-down VM's addresses).
+    pub fn guest_at(&mut self, vm: &str, subnet: Subnet, req: &NetRequest) -> Guest {
         let info = self.net.setup(vm, subnet, req).unwrap();
         let g = Guest {
             ns: format!("{}g{}", self.prefix, self.guests.len()),
