@@ -252,6 +252,10 @@ async fn vm_lifecycle_over_http() {
         "VM env reaches exec: {r}"
     );
 
+    // A buffered call longer than the agent client's default header timeout (10 s).
+    let r = srv.exec(&vm, "sleep 11; echo slept").await;
+    assert_eq!(r["stdout"].as_str().unwrap().trim(), "slept", "{r}");
+
     // Upload a tar.gz, download it back: same bytes.
     let payload: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let archive = tar_gz(&[("data/blob.bin", &payload), ("data/note.txt", b"hello\n")]);
