@@ -286,3 +286,54 @@ async fn exec_true_round_trip_latency() {
         times[50]
     );
 }
+
+#[test]
+fn a_client_that_leaves_kills_its_run() {
+    use std::io::{BufRead, BufReader, Write};
+    let a = Agent::start();
+    for (n, path) in ["/exec?stream=true", "/exec", "/run-python"]
+        .iter()
+        .enumerate()
+    {
+        let marker = format!("sleep 42.{n}424");
+        let body = if path.starts_with("/run") {
+            format!(r#"{{"code": "import subprocess; subprocess.run(['sh', '-c', '{marker}'])"}}"#)
+        } else {
+            format!(r#"{{"cmd": "echo up; {marker}"}}"#)
+        };
+        let mut s = std::os::unix::net::UnixStream::connect(&a.sock).unwrap();
+        write!(
+            s,
+            "POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let running = || {
+            let out = std::process::Command::new("pgrep")
+                .args(["-u", "1000", "-f", &marker])
+                .output()
+                .unwrap();
+            !out.stdout.is_empty()
+        };
+        if path.contains("stream") {
+            // The first event arrives before the client leaves.
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            while !line.contains("stdout") {
+                line.clear();
+                r.read_line(&mut line).unwrap();
+            }
+        }
+        let t = Instant::now();
+        while !running() && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(running(), "{path}: never started");
+        drop(s);
+        let t = Instant::now();
+        while running() && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(!running(), "{path}: the run outlived its client");
+    }
+}

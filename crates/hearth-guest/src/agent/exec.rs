@@ -18,6 +18,7 @@ pub async fn handle(
     req: hyper::Request<Incoming>,
     stream: bool,
 ) -> Result<Response<Body>> {
+    let cancel = super::client_gone(&req);
     let req: ExecRequest = h::read_json(req, MAX_JSON_BODY).await?;
     req.validate()?;
     let strings = [&req.cmd].into_iter().chain(req.args.iter().flatten());
@@ -37,6 +38,7 @@ pub async fn handle(
         stdin: req.stdin.map(String::into_bytes),
         timeout: timeout(req.timeout_ms),
         output_cap: state.config.output_cap,
+        cancel,
     };
     let jail = state.jail.clone();
     if stream {

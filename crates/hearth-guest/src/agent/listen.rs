@@ -8,9 +8,14 @@ use std::sync::Arc;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use super::{handle, AgentError, Result, State};
+use hyper::body::Incoming;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
+
+use super::{handle, AgentError, ClientGone, Result, State};
 
 /// `vsock:PORT`, `unix:/path` or `tcp:127.0.0.1:PORT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,13 +46,56 @@ impl FromStr for Listen {
     }
 }
 
+/// A connection that reports when the client's side reaches EOF (see [`ClientGone`]).
+struct Watched<S> {
+    inner: S,
+    gone: watch::Sender<bool>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let eof = matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() == before;
+        if (eof && buf.remaining() > 0) || matches!(res, Poll::Ready(Err(_))) {
+            self.gone.send_replace(true);
+        }
+        res
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 fn serve_conn<S>(state: Arc<State>, io: S)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let (gone, watch) = watch::channel(false);
+    let io = Watched { inner: io, gone };
     tokio::spawn(async move {
-        let svc = service_fn(move |req| {
+        let svc = service_fn(move |mut req: hyper::Request<Incoming>| {
             let state = state.clone();
+            req.extensions_mut().insert(ClientGone(watch.clone()));
             async move { Ok::<_, std::convert::Infallible>(handle(state, req).await) }
         });
         // Errors here are a client going away mid-request; nothing to report to anyone.

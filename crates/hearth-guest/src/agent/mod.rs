@@ -124,6 +124,16 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bod
     }
 }
 
+/// Request extension set by the listener: flips to `true` when the client's side of the
+/// connection reaches EOF. hyper itself only notices a gone client when it next writes,
+/// which for a silent process (or a captured run) may be never.
+#[derive(Debug, Clone)]
+pub struct ClientGone(pub tokio::sync::watch::Receiver<bool>);
+
+fn client_gone(req: &Request<Incoming>) -> Option<tokio::sync::watch::Receiver<bool>> {
+    req.extensions().get::<ClientGone>().map(|g| g.0.clone())
+}
+
 /// The environment every jailed process starts from, then `extra` on top.
 pub(crate) fn base_env(extra: impl IntoIterator<Item = (String, String)>) -> Vec<(String, String)> {
     let mut env: std::collections::BTreeMap<String, String> = [

@@ -109,6 +109,7 @@ pub async fn handle(
     req: hyper::Request<Incoming>,
     stream: bool,
 ) -> Result<Response<Body>> {
+    let cancel = super::client_gone(&req);
     let req: RunRequest = h::read_json(req, MAX_JSON_BODY).await?;
     req.validate()?;
     super::exec::reject_nul(req.args.iter().chain(req.path.iter()))?;
@@ -176,6 +177,7 @@ pub async fn handle(
         stdin: None,
         timeout: timeout(req.timeout_ms),
         output_cap: cfg.output_cap,
+        cancel,
     };
     let jail = state.jail.clone();
     if stream {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use hearth_proto::{ExecResponse, StreamEvent};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::{spawn, Jail, Result, SpawnSpec};
 
@@ -23,6 +23,9 @@ pub struct ExecSpec {
     pub timeout: Duration,
     /// Bytes kept per stream when capturing; the rest is read and dropped.
     pub output_cap: usize,
+    /// Becomes `true` (or its sender goes away) when the client has hung up; the run's
+    /// process group is then killed.
+    pub cancel: Option<watch::Receiver<bool>>,
 }
 
 /// Where output goes.
@@ -73,13 +76,14 @@ pub async fn run(jail: &Jail, spec: ExecSpec, sink: OutputSink) -> Result<ExecRe
     let mut child = spawn(jail, &spec.spawn, [stdin, Stdio::piped(), Stdio::piped()])?;
     let mut guard = GroupKill(child.id().map(|p| p as i32));
 
-    if let (Some(data), Some(mut w)) = (spec.stdin, child.stdin.take()) {
-        // A process that never reads its stdin must not block us: write in a task and
-        // ignore EPIPE.
-        tokio::spawn(async move {
+    // A process that never reads its stdin must not block us: write in a task, ignore
+    // EPIPE, and abort the task when the run is over.
+    let feeder = match (spec.stdin, child.stdin.take()) {
+        (Some(data), Some(mut w)) => Some(tokio::spawn(async move {
             let _ = w.write_all(&data).await;
-        });
-    }
+        })),
+        _ => None,
+    };
     let out = Arc::new(Mutex::new(Captured::default()));
     let err = Arc::new(Mutex::new(Captured::default()));
     let tx = match &sink {
@@ -103,9 +107,17 @@ pub async fn run(jail: &Jail, spec: ExecSpec, sink: OutputSink) -> Result<ExecRe
         )),
     ];
 
-    let client_gone = async {
+    let stream_gone = async {
         match &tx {
             Some(tx) => tx.closed().await,
+            None => std::future::pending().await,
+        }
+    };
+    let mut cancel = spec.cancel;
+    let client_gone = async {
+        match &mut cancel {
+            // An error means the sender (the connection) is gone: the same thing.
+            Some(rx) => drop(rx.wait_for(|gone| *gone).await),
             None => std::future::pending().await,
         }
     };
@@ -114,6 +126,10 @@ pub async fn run(jail: &Jail, spec: ExecSpec, sink: OutputSink) -> Result<ExecRe
         s = child.wait() => s,
         _ = tokio::time::sleep(spec.timeout) => {
             timed_out = true;
+            guard.kill();
+            child.wait().await
+        }
+        _ = stream_gone => {
             guard.kill();
             child.wait().await
         }
@@ -135,6 +151,9 @@ pub async fn run(jail: &Jail, spec: ExecSpec, sink: OutputSink) -> Result<ExecRe
     };
     if tokio::time::timeout(DRAIN_GRACE, both).await.is_err() {
         aborts.iter().for_each(|h| h.abort());
+    }
+    if let Some(f) = feeder {
+        f.abort();
     }
 
     let exit_code = status
