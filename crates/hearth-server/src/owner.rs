@@ -72,8 +72,14 @@ pub async fn ask<T>(state: &AppState, id: &str, make: impl FnOnce(Reply<T>) -> C
         let vm = state.store.vm(id).await?;
         return Err(AppError::Conflict(format!("VM {id} is {}", vm.state)));
     }
-    rx.await
-        .map_err(|_| AppError::Internal(format!("owner of VM {id} stopped mid-request")))?
+    match rx.await {
+        Ok(res) => res,
+        // The owner ended (VM destroyed or failed) with this command still queued.
+        Err(_) => {
+            let vm = state.store.vm(id).await?;
+            Err(AppError::Conflict(format!("VM {id} is {}", vm.state)))
+        }
+    }
 }
 
 impl Owner {
@@ -108,11 +114,23 @@ impl Owner {
                 break;
             }
         }
+        // Unregister first so no new command arrives, then answer the queued ones.
         self.state
             .owners
             .lock()
             .expect("owners poisoned")
             .remove(&self.id);
+        rx.close();
+        let state = self.record().await.map(|v| v.state.to_string());
+        let state = state.unwrap_or_else(|_| "gone".into());
+        while let Ok(cmd) = rx.try_recv() {
+            let err = || AppError::Conflict(format!("VM {} is {state}", self.id));
+            match cmd {
+                Cmd::Boot(_, r) | Cmd::Stop(r) => drop(r.send(Err(err()))),
+                Cmd::Destroy(r) => drop(r.send(Err(err()))),
+                Cmd::Handle(r) => drop(r.send(Err(err()))),
+            }
+        }
     }
 
     async fn record(&self) -> Result<VmRecord> {

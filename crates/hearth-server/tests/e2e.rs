@@ -577,3 +577,45 @@ async fn cli_client_round_trip() {
     assert_eq!(code, 1);
     assert!(err.contains("deleted"), "{err}");
 }
+
+/// Requests racing on one VM are applied one at a time by its owner: every answer is a
+/// success or a clean 409, and the VM ends deleted with nothing left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_on_one_vm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let srv = Server::start(tmp.path());
+    let vm = srv.create_vm(json!({})).await;
+    let pids = srv.vm_pids(&vm);
+    let mut calls = Vec::new();
+    for i in 0..6 {
+        let (m, path, body) = match i {
+            2 => ("POST", format!("/v1/vms/{vm}/stop"), None),
+            4 => ("DELETE", format!("/v1/vms/{vm}"), None),
+            _ => (
+                "POST",
+                format!("/v1/vms/{vm}/exec"),
+                Some(json!({"cmd": "echo $((6*7))"})),
+            ),
+        };
+        let srv = &srv;
+        calls.push(async move { (i, srv.call(m, &path, body).await) });
+    }
+    for (i, (status, body)) in futures::future::join_all(calls).await {
+        match i {
+            4 => assert_eq!(status, 204, "delete: {body}"),
+            _ => assert!(
+                status == 200 || status == 204 || status == 409,
+                "call {i}: {status} {body}"
+            ),
+        }
+        if status == 409 {
+            // Refused up front (`conflict`), or the VM went away mid-call (`vm_unreachable`).
+            let code = body["error"]["code"].as_str().unwrap();
+            assert!(code == "conflict" || code == "vm_unreachable", "{body}");
+        }
+    }
+    let (_, v) = srv.call("GET", &format!("/v1/vms/{vm}"), None).await;
+    assert_eq!(v["state"], "deleted");
+    assert!(pids.iter().all(|p| !alive(*p)));
+    assert!(!tmp.path().join("vms").join(&vm).exists());
+}
