@@ -2,7 +2,26 @@
 //!
 //! Every request runs in its own task, so a slow or endless run never delays `/health`
 //! or other requests. Handlers only parse and validate; processes are started through
-//! [`crate::jail`], and file transfers run in jailed helper processes (see [`files`]).
+//! [`crate::jail`], and file transfers run in jailed helper processes (see [`helper`]).
+//!
+//! Contract details beyond the `hearth_proto` types:
+//! - `/exec` and `/run-*` accept `?stream=true`: NDJSON `StreamEvent`s, one HTTP chunk
+//!   per event, sent as output is produced. Streamed output is not capped (nothing is
+//!   kept); the final `exit` event then has empty `stdout`/`stderr` and `*_truncated`
+//!   false. A client that hangs up (streaming or not) gets its run's process group
+//!   killed.
+//! - A program that cannot be started is an ordinary result: exit code 127 (not found) or
+//!   126 (not executable) with a message on stderr, as a shell would report it.
+//! - When the main process exits, output is collected for at most 250 ms more; background
+//!   processes it started keep running (`cmd &` works) unless the run timed out, in
+//!   which case the whole process group is SIGKILLed (exit code 137, `timed_out`).
+//! - `cwd`, `path`, `dest`: relative to `/workspace` or spelled `/workspace/...`; no `..`.
+//! - `/firewall/allowlist` answers with the applied request, CIDRs in canonical form.
+//! - `/files/download` of a directory yields entries under its name (`proj/...`); of
+//!   `/workspace` itself, its contents; of a file, one entry named after it.
+//! - Status codes: 400 malformed (bad JSON, unknown fields, corrupt archive), 404 unknown
+//!   endpoint or missing file, 405 wrong method, 413 body or archive too large, 422
+//!   validation (bad path, rejected archive entry, bad CIDR), 500 our own failures.
 
 mod error;
 mod exec;
