@@ -14,14 +14,13 @@ use crate::{Error, Result};
 pub const SUITE: &str = "bookworm";
 
 /// Bump when the steps below change in a way that changes the tree.
-const RECIPE: &str = "rootfs-recipe-1";
+const RECIPE: &str = "rootfs-recipe-2";
 
+/// Installed by debootstrap itself.
 pub const PACKAGES: &[&str] = &[
     "busybox",
     "python3",
-    "python3-pip",
     "nodejs",
-    "npm",
     "git",
     "tar",
     "xz-utils",
@@ -32,6 +31,10 @@ pub const PACKAGES: &[&str] = &[
     "nftables",
     "procps",
 ];
+
+/// Installed afterwards with apt in the chroot: debootstrap's resolver ignores virtual
+/// packages (Provides:), and npm's dependency tree relies on them.
+pub const APT_PACKAGES: &[&str] = &["npm", "python3-pip"];
 
 /// What went into the base, for the manifest.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -134,6 +137,7 @@ pub fn cache_key(mirror: &str, deno: &str) -> String {
         ("suite", SUITE.as_bytes()),
         ("mirror", mirror.as_bytes()),
         ("packages", PACKAGES.join(",").as_bytes()),
+        ("apt-packages", APT_PACKAGES.join(",").as_bytes()),
         ("deno", deno.as_bytes()),
     ])
 }
@@ -179,6 +183,27 @@ fn build(tmp: &Path, key: &str, mirror: &str, deno: &str, progress: &Progress) -
             .arg(&root)
             .arg(mirror),
         &tmp.join("debootstrap.log"),
+    )?;
+
+    progress.step(
+        &format!("rootfs: apt-get install {}", APT_PACKAGES.join(" ")),
+        || {
+            let apt = |args: &[&str]| {
+                util::run_logged(
+                    Command::new("chroot")
+                        .arg(&root)
+                        .arg("apt-get")
+                        .args(args)
+                        .env("DEBIAN_FRONTEND", "noninteractive"),
+                    &tmp.join("apt.log"),
+                )
+            };
+            apt(&["update", "-q"])?;
+            let mut install = vec!["install", "-y", "-q", "--no-install-recommends"];
+            install.extend_from_slice(APT_PACKAGES);
+            apt(&install)?;
+            apt(&["clean"])
+        },
     )?;
 
     progress.say("rootfs: user, mountpoints, identity files");

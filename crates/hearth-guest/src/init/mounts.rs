@@ -212,6 +212,8 @@ pub fn apply(steps: &[Step]) -> Result<(), String> {
                 );
                 match r {
                     Ok(()) => {}
+                    // Already there (the kernel automounts devtmpfs): nothing to do.
+                    Err(nix::errno::Errno::EBUSY) if !required => {}
                     Err(e) if !required => {
                         say(&format!("warning: mount {fstype} on {target}: {e}"))
                     }
