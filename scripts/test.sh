@@ -27,4 +27,17 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 step "tests"
 # VM tests share two cores under TCG; more threads only make each boot slower.
 export RUST_TEST_THREADS=${RUST_TEST_THREADS:-2}
-cargo test --locked --workspace --no-fail-fast
+vmm_procs() { pgrep -x 'qemu-system-x86|vhost-device-vs|firecracker' | sort || true; }
+before=$(vmm_procs)
+status=0
+cargo test --locked --workspace --no-fail-fast || status=$?
+
+step "checking that no VM outlived the tests"
+leaked=$(comm -13 <(echo "$before") <(vmm_procs))
+if [ -n "$leaked" ]; then
+  echo "leaked VMM processes (killed now):" >&2
+  for p in $leaked; do ps -o pid=,args= -p "$p" >&2 || true; kill -9 "$p" 2>/dev/null || true; done
+  echo "0 passed, 1 failed: leak check" >&2
+  exit 1
+fi
+exit "$status"
