@@ -17,6 +17,7 @@ pub struct Config {
     pub limits: Limits,
     pub defaults: Defaults,
     pub vmm: VmmConfig,
+    pub jobs: crate::jobs::JobsConfig,
     /// Built-in image registered from `KERNEL_PATH` + `BASE_ROOTFS_PATH`.
     pub kernel_path: Option<PathBuf>,
     pub base_rootfs_path: Option<PathBuf>,
@@ -66,6 +67,7 @@ impl Default for Config {
             limits: Limits::default(),
             defaults: Defaults::default(),
             vmm: VmmConfig::default(),
+            jobs: Default::default(),
             kernel_path: None,
             base_rootfs_path: None,
         }
@@ -147,6 +149,10 @@ impl Config {
         env!("HEARTH_DEFAULT_MEMORY_MIB", self.defaults.memory_mib);
         env!("HEARTH_OVERLAY_SIZE_MIB", self.defaults.overlay_size_mib);
         env!("HEARTH_BOOT_TIMEOUT_S", self.defaults.boot_timeout_s);
+        env!("HEARTH_JOB_CONCURRENCY", self.jobs.concurrency);
+        env!("HEARTH_MAX_SCRIPT_BYTES", self.jobs.max_script_bytes);
+        env!("HEARTH_MAX_JOB_LOG_BYTES", self.jobs.max_log_bytes);
+        env!("HEARTH_JOB_TIMEOUT_S", self.jobs.default_timeout_s);
         if let Some(v) = get("KERNEL_PATH") {
             self.kernel_path = Some(v.into());
         }

@@ -50,6 +50,8 @@ pub struct Inner {
     /// Serializes "count live VMs, then insert" so `max_vms` cannot be overshot.
     pub create_lock: Mutex<()>,
     pub metrics: metrics::Metrics,
+    /// Job queue wake-up and the cancel switches of running jobs.
+    pub jobs: jobs::JobRuntime,
 }
 
 impl std::ops::Deref for AppState {
@@ -83,6 +85,7 @@ impl AppState {
                 vmm: OnceCell::new(),
                 create_lock: Mutex::new(()),
                 metrics: Default::default(),
+                jobs: Default::default(),
             }),
         })
     }
@@ -131,6 +134,9 @@ pub async fn serve(config: Config) -> Result<()> {
     auth::bootstrap_admin_key(&state, &state.config.admin_key_path()).await?;
     images::register_on_start(&state).await?;
     reconcile::reconcile(&state).await?;
+    // After reconcile: it re-adopts job VMs that outlived us, which recovery destroys.
+    jobs::recover(&state).await?;
+    jobs::start_workers(&state);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| AppError::io(format!("binding {listen}"), e))?;

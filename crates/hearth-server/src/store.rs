@@ -16,8 +16,10 @@ use crate::models::{now_ms, CallRecord, ImageRecord, KeyRecord, VmRecord, VmStat
 
 /// Versioned migrations, embedded so the binary needs no files beside it. The jobs
 /// issue adds `(2, "jobs", include_str!("../migrations/0002_jobs.sql"))` here.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "core", include_str!("../migrations/0001_core.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "core", include_str!("../migrations/0001_core.sql")),
+    (2, "jobs", include_str!("../migrations/0002_jobs.sql")),
+];
 
 #[derive(Clone, Debug)]
 pub struct Store {
