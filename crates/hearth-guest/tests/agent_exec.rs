@@ -76,10 +76,11 @@ async fn user_code_is_jailed() {
     let meta = std::fs::metadata(a.workspace().join("ok")).unwrap();
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 1000);
 
-    // /tmp is private to each run.
-    a.sh("echo secret > /tmp/left-behind").await;
-    let v = a.sh("ls -A /tmp").await;
-    assert_eq!(v["stdout"], "", "{v}");
+    // /tmp is the jail's own: it persists between runs and is not the host's.
+    a.sh("echo kept > /tmp/hearth-test-left-behind").await;
+    let v = a.sh("cat /tmp/hearth-test-left-behind").await;
+    assert_eq!(v["stdout"], "kept\n", "{v}");
+    assert!(!std::path::Path::new("/tmp/hearth-test-left-behind").exists());
 
     // The environment is exactly the base plus what was asked for.
     let v = a

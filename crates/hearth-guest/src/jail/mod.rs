@@ -4,14 +4,14 @@
 //! `/run/hearth-jail`) on a fresh tmpfs inside the agent's private mount namespace:
 //! read-only, nosuid bind mounts of `/usr`, `/bin`, `/sbin`, `/lib*`; a curated `/etc`
 //! (synthesised `passwd`/`group`, no `shadow`, read-only binds of the resolver, TLS and
-//! loader files); a minimal `/dev`; `/proc` with `hidepid=invisible`; the workspace bound
+//! loader files); a minimal `/dev`; `/proc` with `hidepid=invisible`; a `/tmp` tmpfs of
+//! its own (shared by all runs, persistent while the agent runs); the workspace bound
 //! read-write at `/workspace`; and `/opt/hearth/bin` for runtimes that live elsewhere
 //! (plus the agent itself, for the jailed archive helpers). The tmpfs is then made
 //! read-only.
 //!
 //! Each process started with [`spawn`] gets, between fork and exec: a new session and
-//! process group, its own mount namespace with a private tmpfs on `/tmp`, `chroot`, an
-//! empty capability bounding set, no supplementary groups, uid/gid 1000, no-new-privs and
+//! process group, `chroot`, an empty capability bounding set, no supplementary groups, uid/gid 1000, no-new-privs and
 //! a parent-death SIGKILL. Nothing here is specific to the guest, so the integration tests
 //! build the same jail on the host (as root, in the agent's private mount namespace).
 

@@ -1,7 +1,7 @@
 //! Assembling the jail root directory.
 
 use std::fs;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, MsFlags};
@@ -58,7 +58,7 @@ pub struct JailConfig {
     pub agent_bin: PathBuf,
     pub uid: u32,
     pub gid: u32,
-    /// `size=` of each run's private `/tmp`.
+    /// `size=` of the jail's `/tmp` tmpfs.
     pub tmp_size: String,
 }
 
@@ -68,7 +68,6 @@ pub struct Jail {
     pub root: PathBuf,
     pub uid: u32,
     pub gid: u32,
-    pub tmp_size: String,
 }
 
 fn mnt(
@@ -164,8 +163,16 @@ impl Jail {
         for d in ["tmp", "run", "var", "root", "home"] {
             fs::create_dir(root.join(d)).map_err(io("creating a top-level dir"))?;
         }
-        fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777))
-            .map_err(io("chmod /tmp"))?;
+        // The jail's own /tmp, shared by all runs (a server started by one exec can put
+        // its socket there for the next), never the agent's or the host's.
+        let tmp_opts = format!("mode=1777,size={}", cfg.tmp_size);
+        mnt(
+            None,
+            &root.join("tmp"),
+            Some("tmpfs"),
+            nosuid,
+            Some(&tmp_opts),
+        )?;
         symlink("/tmp", root.join("var/tmp")).map_err(io("linking /var/tmp"))?;
 
         let ws = root.join("workspace");
@@ -223,7 +230,6 @@ impl Jail {
             root: root.clone(),
             uid: cfg.uid,
             gid: cfg.gid,
-            tmp_size: cfg.tmp_size.clone(),
         })
     }
 

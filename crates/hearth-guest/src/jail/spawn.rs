@@ -38,12 +38,9 @@ pub fn spawn(jail: &Jail, spec: &SpawnSpec, stdio: [Stdio; 3]) -> Result<Child> 
     // Everything the child needs is allocated here, in the parent: after fork only
     // async-signal-safe calls are allowed, which rules out allocation.
     let root = cstr(jail.root.as_os_str())?;
-    let tmp = cstr(jail.host_path("tmp").as_os_str())?;
-    let tmp_opts = cstr(format!("mode=1777,size={}", jail.tmp_size))?;
     let cwd = cstr(&spec.cwd)?;
     let (uid, gid) = (jail.uid, jail.gid);
     let slash = c"/";
-    let tmpfs = c"tmpfs";
 
     let [stdin, stdout, stderr] = stdio;
     let mut cmd = Command::new(&spec.program);
@@ -55,31 +52,14 @@ pub fn spawn(jail: &Jail, spec: &SpawnSpec, stdio: [Stdio; 3]) -> Result<Child> 
         .stderr(stderr)
         .kill_on_drop(true);
     // SAFETY: the closure runs in the forked child before exec. It only makes raw
-    // system calls (setsid, unshare, mount, chroot, chdir, prctl, setgroups, setres[ug]id,
-    // setrlimit, umask), all async-signal-safe, and only reads the CStrings prepared above,
+    // system calls (setsid, chroot, chdir, prctl, setgroups, setres[ug]id, setrlimit,
+    // umask), all async-signal-safe, and only reads the CStrings prepared above,
     // which the closure owns; it allocates nothing, takes no locks and touches no shared
     // state, so it cannot deadlock on a lock another parent thread held at fork time.
     // `io::Error::last_os_error` only reads errno.
     unsafe {
         cmd.pre_exec(move || {
             check(libc::setsid())?;
-            // Own mount namespace: a private /tmp per run that disappears with it.
-            check(libc::unshare(libc::CLONE_NEWNS))?;
-            let private = libc::MS_REC | libc::MS_PRIVATE;
-            check(libc::mount(
-                std::ptr::null(),
-                slash.as_ptr(),
-                std::ptr::null(),
-                private,
-                std::ptr::null(),
-            ))?;
-            check(libc::mount(
-                tmpfs.as_ptr(),
-                tmp.as_ptr(),
-                tmpfs.as_ptr(),
-                libc::MS_NOSUID | libc::MS_NODEV,
-                tmp_opts.as_ptr().cast(),
-            ))?;
             check(libc::chroot(root.as_ptr()))?;
             check(libc::chdir(slash.as_ptr()))?;
             // Empty the bounding set while we still hold CAP_SETPCAP; the uid change below
