@@ -36,6 +36,9 @@ pub enum AppError {
     },
     #[error("VMM: {0}")]
     Vmm(#[from] hearth_vmm::Error),
+    /// The VM runs but its agent did not answer (timeout, broken channel).
+    #[error("agent unreachable: {0}")]
+    AgentUnreachable(String),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
     #[error("database migration: {0}")]
@@ -76,7 +79,7 @@ impl AppError {
             AppError::Agent { status, .. } if (400..500).contains(status) => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
             }
-            AppError::Agent { .. } => StatusCode::BAD_GATEWAY,
+            AppError::Agent { .. } | AppError::AgentUnreachable(_) => StatusCode::BAD_GATEWAY,
             // A dead transport means the VM went away under the request.
             AppError::Vmm(hearth_vmm::Error::Transport(_))
             | AppError::Vmm(hearth_vmm::Error::Handshake(_)) => StatusCode::CONFLICT,
@@ -99,6 +102,7 @@ impl AppError {
             AppError::Unprocessable(_) => "invalid_request",
             AppError::TooManyRequests(_) => "too_many_requests",
             AppError::Agent { code, .. } => return code.clone(),
+            AppError::AgentUnreachable(_) => "agent_unreachable",
             AppError::Vmm(hearth_vmm::Error::Transport(_))
             | AppError::Vmm(hearth_vmm::Error::Handshake(_)) => "vm_unreachable",
             AppError::Vmm(_) => "vmm_error",
@@ -121,6 +125,17 @@ pub fn from_vmm(e: hearth_vmm::Error) -> AppError {
             message,
         },
         other => AppError::Vmm(other),
+    }
+}
+
+/// Like [`from_vmm`] for a call on a VM: a broken channel is the VM going away (409) only
+/// when its processes are gone; with the VM still up it is the agent failing (502).
+pub fn from_agent_call(e: hearth_vmm::Error, vm_alive: bool) -> AppError {
+    match e {
+        hearth_vmm::Error::Transport(m) | hearth_vmm::Error::Handshake(m) if vm_alive => {
+            AppError::AgentUnreachable(m)
+        }
+        other => from_vmm(other),
     }
 }
 
@@ -162,5 +177,29 @@ impl From<QueryRejection> for AppError {
 impl From<hearth_proto::ProtoError> for AppError {
     fn from(e: hearth_proto::ProtoError) -> Self {
         AppError::Unprocessable(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broken_channels_are_409_when_the_vm_is_gone_and_502_when_it_runs() {
+        let t = || hearth_vmm::Error::Transport("closed".into());
+        assert_eq!(from_agent_call(t(), false).status(), StatusCode::CONFLICT);
+        let up = from_agent_call(t(), true);
+        assert_eq!(up.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(up.code(), "agent_unreachable");
+        let agent_404 = hearth_vmm::Error::Agent {
+            status: 404,
+            code: "not_found".into(),
+            message: "no such file".into(),
+        };
+        let e = from_agent_call(agent_404, true);
+        assert_eq!(
+            (e.status(), e.code().as_str()),
+            (StatusCode::NOT_FOUND, "not_found")
+        );
     }
 }

@@ -21,7 +21,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{Json, Query};
-use crate::error::{from_vmm, AppError, Result};
+use crate::error::{from_agent_call, AppError, Result};
 use crate::models::{now_ms, CallRecord};
 use crate::{vms, AppState};
 
@@ -64,6 +64,11 @@ fn agent(h: &hearth_vmm::VmHandle, timeout_ms: Option<u64>) -> hearth_vmm::Agent
     let run_for = timeout_ms.unwrap_or(hearth_proto::DEFAULT_TIMEOUT_MS);
     a.connect_timeout = Duration::from_millis(run_for) + AGENT_GRACE;
     a
+}
+
+/// Maps a failed agent call, telling "VM gone" (409) from "agent not answering" (502).
+fn call_err(h: &hearth_vmm::VmHandle) -> impl Fn(hearth_vmm::Error) -> AppError + '_ {
+    move |e| from_agent_call(e, h.is_alive())
 }
 
 /// Slack on top of a call's own timeout (the agent kills at the timeout, then reports).
@@ -124,12 +129,13 @@ fn ndjson(
     vm: String,
     kind: &'static str,
     input: serde_json::Value,
+    h: hearth_vmm::VmHandle,
     events: hearth_vmm::agent::EventStream,
 ) -> Response {
     let started = Instant::now();
     let input = Arc::new(std::sync::Mutex::new(Some(input)));
     let body = events.then(move |ev| {
-        let (state, vm, input) = (state.clone(), vm.clone(), input.clone());
+        let (state, vm, input, h) = (state.clone(), vm.clone(), input.clone(), h.clone());
         async move {
             let take = || input.lock().expect("input poisoned").take();
             let mut line = match ev {
@@ -146,7 +152,7 @@ fn ndjson(
                         let out = CallOutcome::failed(&e, started);
                         record(&state, &vm, kind, input, out).await;
                     }
-                    let err = from_vmm(e);
+                    let err = from_agent_call(e, h.is_alive());
                     let body = hearth_proto::ErrorBody::new(err.code(), err.to_string());
                     serde_json::to_vec(&body).unwrap_or_default()
                 }
@@ -183,8 +189,8 @@ async fn exec(
     }
     let agent = agent(&h, req.timeout_ms);
     if q.stream {
-        let events = agent.exec_stream(&req).await.map_err(from_vmm)?;
-        return Ok(ndjson(state, id, "exec", input, events));
+        let events = agent.exec_stream(&req).await.map_err(call_err(&h))?;
+        return Ok(ndjson(state, id, "exec", input, h, events));
     }
     let started = Instant::now();
     match agent.exec(&req).await {
@@ -194,7 +200,7 @@ async fn exec(
         }
         Err(e) => {
             record(&state, &id, "exec", input, CallOutcome::failed(&e, started)).await;
-            Err(from_vmm(e))
+            Err(call_err(&h)(e))
         }
     }
 }
@@ -228,8 +234,8 @@ async fn run(
     }
     let agent = agent(&h, req.timeout_ms);
     if stream {
-        let events = agent.run_stream(lang, &req).await.map_err(from_vmm)?;
-        return Ok(ndjson(state, id, kind, input, events));
+        let events = agent.run_stream(lang, &req).await.map_err(call_err(&h))?;
+        return Ok(ndjson(state, id, kind, input, h, events));
     }
     let started = Instant::now();
     match agent.run(lang, &req).await {
@@ -239,7 +245,7 @@ async fn run(
         }
         Err(e) => {
             record(&state, &id, kind, input, CallOutcome::failed(&e, started)).await;
-            Err(from_vmm(e))
+            Err(call_err(&h)(e))
         }
     }
 }
@@ -340,7 +346,7 @@ async fn upload(
     match agent.upload(&dest, stream).await {
         Ok(r) => Ok(axum::Json(r)),
         Err(_) if over.load(Ordering::Relaxed) => Err(too_large()),
-        Err(e) => Err(from_vmm(e)),
+        Err(e) => Err(call_err(&h)(e)),
     }
 }
 
@@ -362,7 +368,10 @@ async fn download(
     Query(q): Query<DownloadQuery>,
 ) -> Result<Response> {
     let (_, h) = vms::running_handle(&state, &id).await?;
-    let bytes = agent(&h, None).download(&q.path).await.map_err(from_vmm)?;
+    let bytes = agent(&h, None)
+        .download(&q.path)
+        .await
+        .map_err(call_err(&h))?;
     let body =
         Body::from_stream(bytes.map(|r| r.map_err(|e| std::io::Error::other(e.to_string()))));
     Ok(([(header::CONTENT_TYPE, "application/gzip")], body).into_response())
@@ -378,6 +387,6 @@ async fn firewall(
     Json(req): Json<FirewallRequest>,
 ) -> Result<StatusCode> {
     let (_, h) = vms::running_handle(&state, &id).await?;
-    h.agent().firewall(&req).await.map_err(from_vmm)?;
+    h.agent().firewall(&req).await.map_err(call_err(&h))?;
     Ok(StatusCode::NO_CONTENT)
 }
