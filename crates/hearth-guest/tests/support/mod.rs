@@ -22,24 +22,32 @@ pub struct Agent {
     pub child: Child,
 }
 
-/// Where the tests find Deno: `$HEARTH_TEST_DENO`, `deno` on `PATH`, or the copy the
-/// test script installs with `pip install --target /work/tools-agent/deno-py deno`.
+/// Where the tests find the Deno binary: `$HEARTH_TEST_DENO`, else the binary of the
+/// PyPI `deno` package (`pip install deno`), else a `deno` executable on `PATH`. Only a
+/// real ELF binary will do: wrapper scripts (pyenv shims) do not work inside the jail.
 pub fn deno_path() -> PathBuf {
     if let Some(p) = std::env::var_os("HEARTH_TEST_DENO") {
         return p.into();
     }
-    if let Ok(out) = Command::new("sh").args(["-c", "command -v deno"]).output() {
-        let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if !p.is_empty() {
-            return std::fs::canonicalize(p).expect("deno path");
+    let from_python = Command::new("python3")
+        .args(["-c", "import deno; print(deno.find_deno_bin())"])
+        .output();
+    let from_path = Command::new("sh").args(["-c", "command -v deno"]).output();
+    for out in [from_python, from_path].into_iter().flatten() {
+        let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        let Ok(p) = std::fs::canonicalize(&p) else {
+            continue;
+        };
+        let mut magic = [0u8; 4];
+        let is_elf = std::fs::File::open(&p)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+            .is_ok()
+            && magic == *b"\x7fELF";
+        if is_elf {
+            return p;
         }
     }
-    let pip = PathBuf::from("/work/tools-agent/deno-py/bin/deno");
-    assert!(
-        pip.exists(),
-        "deno not found: set HEARTH_TEST_DENO or install it (pip install deno)"
-    );
-    pip
+    panic!("no deno binary: `pip install deno` or set HEARTH_TEST_DENO=/path/to/deno");
 }
 
 #[derive(Default)]
