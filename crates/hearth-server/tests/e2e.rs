@@ -40,6 +40,44 @@ fn image_dir() -> PathBuf {
     dir
 }
 
+/// A temp data dir that, when dropped (test passed or panicked), SIGKILLs every VM
+/// process recorded under it, so a failing test never leaks VMs into the next one.
+struct DataDir(tempfile::TempDir);
+
+impl DataDir {
+    fn new() -> DataDir {
+        DataDir(tempfile::tempdir().unwrap())
+    }
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let Ok(rd) = std::fs::read_dir(self.path().join("vms")) else {
+            return;
+        };
+        for entry in rd.flatten() {
+            let Ok(meta) = std::fs::read(entry.path().join("vm.json")) else {
+                continue;
+            };
+            let v: Value = serde_json::from_slice(&meta).unwrap_or_default();
+            for pid in v["pids"].as_array().into_iter().flatten() {
+                let Some(pid) = pid.as_i64() else { continue };
+                // Only a process whose command line names this VM's dir (a stale pid may
+                // have been reused by someone else's process).
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let dir = entry.path().display().to_string();
+                if String::from_utf8_lossy(&cmdline).contains(&dir) {
+                    // SAFETY: kill(2) on a VM process of this test.
+                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                }
+            }
+        }
+    }
+}
+
 fn log_file(data: &Path) -> std::fs::File {
     std::fs::OpenOptions::new()
         .create(true)
@@ -224,7 +262,7 @@ fn untar_gz(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vm_lifecycle_over_http() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = DataDir::new();
     let srv = Server::start(tmp.path());
 
     // Auth and unknown ids.
@@ -399,7 +437,7 @@ async fn vm_lifecycle_over_http() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ttl_destroys_the_vm() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = DataDir::new();
     let srv = Server::start(tmp.path());
     let started = Instant::now();
     let vm = srv.create_vm(json!({"ttl_s": 8})).await;
@@ -430,7 +468,7 @@ async fn ttl_destroys_the_vm() {
 /// `failed` with nothing left behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_readopts_and_sigkill_leaks_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = DataDir::new();
     let mut srv = Server::start(tmp.path());
     let vm = srv.create_vm(json!({})).await;
     srv.exec(&vm, "echo before > /workspace/f").await;
@@ -512,7 +550,7 @@ async fn restart_readopts_and_sigkill_leaks_nothing() {
 /// exit codes passed through, and the server's message on errors.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_client_round_trip() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = DataDir::new();
     let srv = Server::start(tmp.path());
     let cli = |args: &[&str]| {
         let out = Command::new(hearth_bin())
@@ -582,7 +620,7 @@ async fn cli_client_round_trip() {
 /// success or a clean 409, and the VM ends deleted with nothing left behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_on_one_vm() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = DataDir::new();
     let srv = Server::start(tmp.path());
     let vm = srv.create_vm(json!({})).await;
     let pids = srv.vm_pids(&vm);
