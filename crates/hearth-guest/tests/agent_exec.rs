@@ -33,9 +33,12 @@ async fn exec_runs_through_sh_or_directly() {
 #[tokio::test]
 async fn user_code_is_jailed() {
     let a = Agent::start();
-    let v = a.sh("id -u; id -g; id -G; pwd; echo $HOME").await;
+    let v = a
+        .sh("id -u; id -g; id -G; pwd; echo $HOME; ulimit -c; \
+             awk '/Max processes/ {print $3}' /proc/self/limits")
+        .await;
     assert_eq!(
-        v["stdout"], "1000\n1000\n1000\n/workspace\n/workspace\n",
+        v["stdout"], "1000\n1000\n1000\n/workspace\n/workspace\n0\n4096\n",
         "{v}"
     );
 

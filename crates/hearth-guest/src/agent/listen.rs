@@ -105,6 +105,13 @@ where
     });
 }
 
+/// Only the host may talk to the agent over vsock. Without this check, user code in a
+/// guest whose kernel has vsock loopback could connect to the agent itself (as the local
+/// CID) and, say, open the firewall.
+pub fn peer_allowed(cid: u32) -> bool {
+    cid == tokio_vsock::VMADDR_CID_HOST
+}
+
 /// Binds every listener, prints `listening on <addr>` for each (tests wait for these
 /// lines), then serves forever.
 pub async fn serve(state: Arc<State>, listens: Vec<Listen>) -> std::io::Result<()> {
@@ -118,8 +125,14 @@ pub async fn serve(state: Arc<State>, listens: Vec<Listen>) -> std::io::Result<(
                 println!("listening on vsock:{port}");
                 tasks.push(tokio::spawn(async move {
                     loop {
-                        if let Ok((s, _)) = lis.accept().await {
-                            serve_conn(state.clone(), s);
+                        match lis.accept().await {
+                            Ok((s, peer)) if peer_allowed(peer.cid()) => {
+                                serve_conn(state.clone(), s)
+                            }
+                            Ok((_, peer)) => {
+                                eprintln!("hearth-agent: refused vsock peer cid {}", peer.cid())
+                            }
+                            Err(_) => {}
                         }
                     }
                 }));
@@ -169,6 +182,10 @@ mod tests {
         );
         assert!("tcp:127.0.0.1:0".parse::<Listen>().is_ok());
         assert!("tcp:[::1]:80".parse::<Listen>().is_ok());
+        assert!(peer_allowed(2));
+        for cid in [0, 1, 3, u32::MAX] {
+            assert!(!peer_allowed(cid), "{cid}");
+        }
         for bad in [
             "tcp:0.0.0.0:80",
             "tcp:10.0.0.1:80",

@@ -9,6 +9,9 @@ use tokio::process::{Child, Command};
 
 use super::{Jail, JailError, Result};
 
+/// `RLIMIT_NPROC` for user code: generous for builds and worker pools.
+pub const MAX_USER_PROCS: libc::rlim_t = 4096;
+
 /// What to start. `cwd` is a path inside the jail; `env` is the complete environment.
 #[derive(Debug, Clone, Default)]
 pub struct SpawnSpec {
@@ -52,7 +55,7 @@ pub fn spawn(jail: &Jail, spec: &SpawnSpec, stdio: [Stdio; 3]) -> Result<Child> 
         .stderr(stderr)
         .kill_on_drop(true);
     // SAFETY: the closure runs in the forked child before exec. It only makes raw
-    // system calls (setsid, chroot, chdir, prctl, setgroups, setres[ug]id, setrlimit,
+    // system calls (setsid, chroot, chdir, prctl, setrlimit, setgroups, setres[ug]id,
     // umask), all async-signal-safe, and only reads the CStrings prepared above,
     // which the closure owns; it allocates nothing, takes no locks and touches no shared
     // state, so it cannot deadlock on a lock another parent thread held at fork time.
@@ -72,6 +75,14 @@ pub fn spawn(jail: &Jail, spec: &SpawnSpec, stdio: [Stdio; 3]) -> Result<Child> 
                     break;
                 }
             }
+            // Still root, so this may raise the hard limit too. A fork bomb stops at this
+            // many processes of uid 1000 instead of exhausting the guest's pids (the agent,
+            // as root, is not counted against it).
+            let nproc = libc::rlimit {
+                rlim_cur: MAX_USER_PROCS,
+                rlim_max: MAX_USER_PROCS,
+            };
+            check(libc::setrlimit(libc::RLIMIT_NPROC, &nproc))?;
             check(libc::setgroups(0, std::ptr::null()))?;
             check(libc::setresgid(gid, gid, gid))?;
             check(libc::setresuid(uid, uid, uid))?;
