@@ -124,6 +124,14 @@ async fn cwd_must_be_inside_the_workspace() {
     assert_eq!(v["stdout"], "/workspace/sub\n");
     let v = a.exec(json!({"cmd": "pwd", "cwd": "/workspace/sub"})).await;
     assert_eq!(v["stdout"], "/workspace/sub\n");
+    // A relative program path is relative to `cwd` inside the jail.
+    let script = a.workspace().join("sub/s.sh");
+    std::fs::write(&script, "#!/bin/sh\necho from script $1\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let v = a
+        .exec(json!({"cmd": "./s.sh", "args": ["x"], "cwd": "sub"}))
+        .await;
+    assert_eq!(v["stdout"], "from script x\n", "{v}");
     for bad in ["/etc", "../", "/workspace/../etc", "missing"] {
         let (status, v) = a
             .json("POST", "/exec", json!({"cmd": "pwd", "cwd": bad}))

@@ -84,9 +84,16 @@ pub struct State {
 
 /// Routes one request; errors become `ErrorBody` responses here and nowhere else.
 pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
     match route(state, req).await {
         Ok(resp) => resp,
-        Err(e) => http::error(&e),
+        Err(e) => {
+            // Our own failures go to the console (init forwards it); client errors don't.
+            if e.status() >= 500 {
+                eprintln!("hearth-agent: {method} {path}: {e}");
+            }
+            http::error(&e)
+        }
     }
 }
 
