@@ -151,13 +151,14 @@ async fn agent_vm_egress_allowlist_update_and_throughput() {
         );
     }
 
-    // TCP throughput VM -> fake internet, measured by the receiving server.
+    // TCP throughput VM -> fake internet, measured by the receiving server. The sender reads
+    // the server's banner first: closing with unread data would reset, not finish, the stream.
     let mib = 32u64;
     sh(
         &h,
         &format!(
             "python3 -c 'import socket; s = socket.create_connection((\"{OTHER}\", 7000)); \
-             b = bytes(1 << 16); [s.sendall(b) for _ in range({})]; s.close()'",
+             s.recv(128); b = bytes(1 << 16); [s.sendall(b) for _ in range({})]; s.close()'",
             mib * 16
         ),
     )
