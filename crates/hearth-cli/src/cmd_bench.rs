@@ -22,11 +22,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Jobs per minute at 1, 2 and 4 workers, and the overhead per job (queue, VM create).
+    Jobs(crate::cmd_bench_jobs::Args),
 }
 
 pub async fn main(cmd: Command) -> anyhow::Result<i32> {
     let image = cmd_run::default_image_dir();
     match cmd {
+        Command::Jobs(a) => return crate::cmd_bench_jobs::main(a).await,
         Command::Boot { n, json } => {
             let mut boot = Vec::with_capacity(n);
             let mut rss = Vec::with_capacity(n);

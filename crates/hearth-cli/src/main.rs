@@ -3,6 +3,7 @@
 
 mod client;
 mod cmd_bench;
+mod cmd_bench_jobs;
 mod cmd_doctor;
 mod cmd_image;
 mod cmd_job;

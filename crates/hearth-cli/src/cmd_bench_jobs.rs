@@ -1,0 +1,211 @@
+//! `hearth bench jobs`: job throughput and per-job overhead on real VMs. For each worker
+//! count a fresh `hearth serve` (this binary, loopback, temp data dir, the default
+//! image) gets `--jobs` small shell jobs at once; we time until all are done. The
+//! servers' own figures give the overheads: `queue_ms` (queued to claimed by a worker)
+//! and `vm_create_ms` (boot until the agent answers).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+
+use crate::client::{Client, ClientArgs};
+use crate::cmd_run;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Jobs per concurrency level.
+    #[arg(long, default_value_t = 6)]
+    jobs: usize,
+    /// Worker counts to measure, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    levels: Vec<u32>,
+    #[arg(long)]
+    json: bool,
+}
+
+/// The job: as small as a job gets, so what is measured is our overhead.
+const CODE: &str = "echo hello from a job";
+
+pub async fn main(args: Args) -> anyhow::Result<i32> {
+    let image = cmd_run::default_image_dir();
+    let mut rows = vec![];
+    let mut idle = None;
+    for (i, &c) in args.levels.iter().enumerate() {
+        let data =
+            std::env::temp_dir().join(format!("hearth-bench-jobs-{}-{c}", std::process::id()));
+        let server = BenchServer::start(&data, &image, c)?;
+        let res = async {
+            if i == 0 {
+                // One at a time on an idle pool: pure queue-to-start and boot overhead
+                // (the first also warms the page cache and is not counted).
+                let mut solo = vec![];
+                for _ in 0..3 {
+                    let id = server.submit().await?;
+                    solo.push(server.wait(&id).await?);
+                }
+                idle = Some(solo.split_off(1));
+            }
+            let started = Instant::now();
+            let mut ids = vec![];
+            for _ in 0..args.jobs.max(1) {
+                ids.push(server.submit().await?);
+            }
+            let mut jobs = vec![];
+            for id in &ids {
+                jobs.push(server.wait(id).await?);
+            }
+            anyhow::Ok((started.elapsed(), jobs))
+        }
+        .await;
+        drop(server);
+        // On failure the dir stays: its server.log says why, and VMs may still be in it.
+        let (wall, jobs) = res.with_context(|| format!("data dir kept: {}", data.display()))?;
+        let _ = std::fs::remove_dir_all(&data);
+        rows.push((c, wall, jobs));
+    }
+    report(args.json, &rows, idle.as_deref().unwrap_or_default());
+    Ok(0)
+}
+
+fn field(jobs: &[Value], name: &str) -> Vec<f64> {
+    jobs.iter().filter_map(|j| j[name].as_f64()).collect()
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    if xs.is_empty() {
+        return f64::NAN;
+    }
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn report(as_json: bool, rows: &[(u32, Duration, Vec<Value>)], idle: &[Value]) {
+    let idle_queue = median(field(idle, "queue_ms"));
+    let idle_vm = median(field(idle, "vm_create_ms"));
+    let mut levels = vec![];
+    if !as_json {
+        println!(
+            "workers  jobs  wall_s  jobs/min  queue_ms(med)  vm_create_ms(med)  duration_ms(med)"
+        );
+    }
+    for (c, wall, jobs) in rows {
+        let per_min = jobs.len() as f64 / wall.as_secs_f64() * 60.0;
+        let (q, vm, d) = (
+            median(field(jobs, "queue_ms")),
+            median(field(jobs, "vm_create_ms")),
+            median(field(jobs, "duration_ms")),
+        );
+        if as_json {
+            levels.push(
+                json!({"concurrency": c, "jobs": jobs.len(), "wall_s": wall.as_secs_f64(),
+                "jobs_per_min": per_min, "median_queue_ms": q, "median_vm_create_ms": vm,
+                "median_duration_ms": d}),
+            );
+        } else {
+            println!(
+                "{c:>7}  {:>4}  {:>6.1}  {per_min:>8.1}  {q:>13.0}  {vm:>17.0}  {d:>16.0}",
+                jobs.len(),
+                wall.as_secs_f64()
+            );
+        }
+    }
+    if as_json {
+        let v = json!({"levels": levels, "idle_median_queue_to_start_ms": idle_queue,
+            "idle_median_vm_create_ms": idle_vm, "idle_samples": idle.len()});
+        println!("{v}");
+    } else {
+        println!(
+            "overhead per job on an idle pool (n={}): queue-to-start median {idle_queue:.0} ms, \
+             VM create median {idle_vm:.0} ms",
+            idle.len()
+        );
+        println!("(queue_ms under load includes waiting for a free worker)");
+    }
+}
+
+struct BenchServer {
+    child: Child,
+    client: Client,
+}
+
+impl BenchServer {
+    fn start(data: &Path, image: &Path, concurrency: u32) -> anyhow::Result<BenchServer> {
+        std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+        for f in ["vmlinux", "rootfs.ext4"] {
+            if !image.join(f).exists() {
+                bail!(
+                    "{} is missing: build the default image first",
+                    image.join(f).display()
+                );
+            }
+        }
+        let log = std::fs::File::create(data.join("server.log"))?;
+        let exe: PathBuf = std::env::current_exe().context("locating the hearth binary")?;
+        let mut child = Command::new(exe)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("HEARTH_DATA_DIR", data)
+            .env("KERNEL_PATH", image.join("vmlinux"))
+            .env("BASE_ROOTFS_PATH", image.join("rootfs.ext4"))
+            .env("HEARTH_JOB_CONCURRENCY", concurrency.to_string())
+            .env(
+                "HEARTH_MAX_CONCURRENT_BOOTS",
+                concurrency.max(4).to_string(),
+            )
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .context("starting hearth serve")?;
+        let mut out = BufReader::new(child.stdout.take().context("server stdout")?);
+        let mut line = String::new();
+        out.read_line(&mut line)?;
+        let Some(url) = line.trim().strip_prefix("hearth: listening on ") else {
+            let _ = child.kill();
+            bail!(
+                "server did not start (see {}): {line:?}",
+                data.join("server.log").display()
+            );
+        };
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        let key = std::fs::read_to_string(data.join("admin.key"))?;
+        let client = Client::new(&ClientArgs {
+            url: url.to_string(),
+            api_key: Some(key.trim().to_string()),
+            json: false,
+        })?;
+        Ok(BenchServer { child, client })
+    }
+
+    async fn submit(&self) -> anyhow::Result<String> {
+        let v: Value = self
+            .client
+            .post("/v1/jobs", &json!({"language": "sh", "code": CODE}))
+            .await?;
+        Ok(v["job_id"].as_str().unwrap_or_default().to_string())
+    }
+
+    async fn wait(&self, id: &str) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let j: Value = self.client.get(&format!("/v1/jobs/{id}")).await?;
+            match j["status"].as_str() {
+                Some("succeeded") => return Ok(j),
+                Some("queued" | "running") if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                _ => bail!("bench job {id} did not succeed: {j}"),
+            }
+        }
+    }
+}
+
+impl Drop for BenchServer {
+    fn drop(&mut self) {
+        // Every job has ended (its VM destroyed) by now, so a hard stop leaves nothing.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
