@@ -281,3 +281,40 @@ async fn run_timeouts_and_streaming() {
     assert_eq!(lines[0], json!({"stdout": "hi\n"}));
     assert_eq!(lines.last().unwrap()["exit"]["result"], 7, "{lines:?}");
 }
+
+#[tokio::test]
+async fn inline_code_resolves_imports_from_the_workspace() {
+    let a = Agent::start();
+    let ws = a.workspace();
+    std::fs::create_dir_all(ws.join("node_modules/leftpad")).unwrap();
+    std::fs::write(
+        ws.join("node_modules/leftpad/index.js"),
+        "module.exports = (s) => '>' + s;",
+    )
+    .unwrap();
+    std::fs::write(ws.join("local.js"), "exports.v = 'local';").unwrap();
+    std::fs::write(ws.join("lib.ts"), "export const three: number = 3;").unwrap();
+    std::fs::write(ws.join("esm.mjs"), "export const e = 'esm';").unwrap();
+
+    let v = run(
+        &a,
+        "/run-js",
+        json!({"code": "result.set(require('leftpad')(require('./local').v))"}),
+    )
+    .await;
+    assert_eq!(v["result"], ">local", "{v}");
+    let v = run(&a, "/run-js", json!({"code": "import { e } from './esm.mjs';\nimport pad from 'leftpad';\nresult.set(pad(e) + process.argv.slice(2).join())", "args": ["p", "q"]})).await;
+    assert_eq!(v["result"], ">esmp,q", "{v}");
+    let v = run(
+        &a,
+        "/run-ts",
+        json!({"code": "import { three } from './lib.ts';\nresult.set(three * 2)"}),
+    )
+    .await;
+    assert_eq!(v["result"], 6, "{v}");
+
+    // A module that cannot be found fails the run, with Deno's message on stderr.
+    let v = run(&a, "/run-ts", json!({"code": "import './missing.ts';"})).await;
+    assert_ne!(v["exit_code"], 0);
+    assert!(v["stderr"].as_str().unwrap().contains("missing.ts"), "{v}");
+}

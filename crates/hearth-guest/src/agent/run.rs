@@ -9,10 +9,11 @@
 //! untouched and never parsed, so printed text cannot forge a result; the script itself
 //! can of course write the file, which is the same as calling `result.set`.
 //!
-//! Inline code is written to the run directory, so relative imports in it resolve
-//! there; the working directory is `/workspace` (Node's `require('./x')` and Python
-//! imports look there: Python's `sys.path[0]` is `/workspace` for inline code, the
-//! script's directory for `path`).
+//! Inline code behaves as if it were a file in `/workspace` (the working directory):
+//! Node and Deno read it from stdin (`node -`, `deno run -`), so relative imports and
+//! `node_modules` lookups start at `/workspace`; Python runs it from the run directory
+//! with `sys.path[0] = "/workspace"`. Runs have no stdin of their own (Python's and
+//! scripts run by `path` read EOF). A script given by `path` resolves relative to itself.
 
 use std::fs::{self, OpenOptions};
 use std::io::Read;
@@ -30,7 +31,7 @@ use crate::archive::WorkspacePath;
 use crate::jail::{ExecSpec, OutputSink, SpawnSpec};
 
 const NODE_PRELUDE: &str = include_str!("prelude/node.cjs");
-const DENO_WRAPPER: &str = include_str!("prelude/deno.ts");
+const DENO_PRELUDE: &str = include_str!("prelude/deno.ts");
 const PYTHON_WRAPPER: &str = include_str!("prelude/python.py");
 /// Largest result file read back; beyond it the run reports a `HearthResultError`.
 const MAX_RESULT: u64 = MAX_JSON_BODY as u64;
@@ -44,23 +45,11 @@ pub enum Runtime {
     Python,
 }
 
-impl Runtime {
-    fn extension(self, code: &str) -> &'static str {
-        match self {
-            Runtime::Deno => "ts",
-            // Node 18/20 treat `.js` as CommonJS; code using `import`/`export` at the start
-            // of a line must be an ES module to run at all.
-            Runtime::Node
-                if code
-                    .lines()
-                    .any(|l| l.starts_with("import ") || l.starts_with("export ")) =>
-            {
-                "mjs"
-            }
-            Runtime::Node => "js",
-            Runtime::Python => "py",
-        }
-    }
+/// Node 18/20 read stdin as CommonJS; code with `import`/`export` at the start of a line
+/// must be run as an ES module to run at all.
+fn looks_like_esm(code: &str) -> bool {
+    code.lines()
+        .any(|l| l.starts_with("import ") || l.starts_with("export "))
 }
 
 /// The per-run directory, removed when dropped.
@@ -117,10 +106,8 @@ pub async fn handle(
     let dir = RunDir::create(state)?;
 
     let (main, mode) = match (&req.code, &req.path) {
-        (Some(code), _) => (
-            dir.write(&format!("main.{}", rt.extension(code)), code)?,
-            "code",
-        ),
+        (Some(_), _) if rt != Runtime::Python => ("-".to_string(), "code"),
+        (Some(code), _) => (dir.write("main.py", code)?, "code"),
         (None, Some(p)) => {
             let wp = WorkspacePath::parse(p)
                 .map_err(|e| AgentError::Invalid(format!("path {p:?}: {e}")))?;
@@ -137,11 +124,12 @@ pub async fn handle(
     let (program, mut args, mut env) = match rt {
         Runtime::Node => {
             let prelude = dir.write("prelude.cjs", NODE_PRELUDE)?;
-            (
-                cfg.node.clone(),
-                vec!["--require".into(), prelude, main],
-                base_env(env),
-            )
+            let mut args = vec!["--require".into(), prelude];
+            if req.code.as_deref().is_some_and(looks_like_esm) {
+                args.push("--input-type=module".into());
+            }
+            args.push(main);
+            (cfg.node.clone(), args, base_env(env))
         }
         Runtime::Python => {
             let wrapper = dir.write("wrapper.py", PYTHON_WRAPPER)?;
@@ -152,13 +140,8 @@ pub async fn handle(
             )
         }
         Runtime::Deno => {
-            let url = format!("file://{main}");
-            let wrapper = DENO_WRAPPER.replace(
-                "__HEARTH_MAIN__",
-                &serde_json::to_string(&url).expect("string"),
-            );
-            let wrapper = dir.write("wrapper.ts", &wrapper)?;
-            let args = deno_args(&req, &dir.inside, &env, wrapper);
+            let prelude = dir.write("prelude.ts", DENO_PRELUDE)?;
+            let args = deno_args(&req, &dir.inside, &env, prelude, main);
             // Deno reads this itself; user code cannot see it without an --allow-env for it.
             let mut e = base_env(env);
             e.push(("DENO_NO_UPDATE_CHECK".into(), "1".into()));
@@ -174,7 +157,11 @@ pub async fn handle(
             env,
             cwd: hearth_proto::WORKSPACE.into(),
         },
-        stdin: None,
+        // Inline code for Node and Deno goes in on stdin (see the module docs).
+        stdin: match rt {
+            Runtime::Python => None,
+            _ => req.code.clone().map(String::into_bytes),
+        },
         timeout: timeout(req.timeout_ms),
         output_cap: cfg.output_cap,
         cancel,
@@ -189,16 +176,17 @@ pub async fn handle(
     Ok(h::json(200, &finish(exec, &dir)))
 }
 
-/// Deno's permissions: read and write `/workspace`, read this run's directory (to import
-/// the inline code) and write only its result file; the network only when asked; env
-/// vars only those passed. Never an empty `--allow-*=`: that would mean "everything".
+/// Deno's permissions: read and write `/workspace`, write only this run's result file;
+/// the network only when asked; env vars only those passed. Never an empty `--allow-*=`:
+/// that would mean "everything". The prelude and `-` (stdin) need no read permission.
 fn deno_args(
     req: &RunRequest,
     run_dir: &str,
     env: &[(String, String)],
-    wrapper: String,
+    prelude: String,
+    main: String,
 ) -> Vec<String> {
-    let mut reads = format!("{},{run_dir}", hearth_proto::WORKSPACE);
+    let mut reads = hearth_proto::WORKSPACE.to_string();
     let mut args = vec!["run".to_string(), "--no-prompt".to_string()];
     if req.allow_net {
         reads.push(',');
@@ -214,7 +202,7 @@ fn deno_args(
     if !keys.is_empty() {
         args.push(format!("--allow-env={}", keys.join(",")));
     }
-    args.push(wrapper);
+    args.extend(["--preload".to_string(), prelude, main]);
     args
 }
 

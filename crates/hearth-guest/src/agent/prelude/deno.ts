@@ -1,9 +1,8 @@
-// Hearth run wrapper for Deno: the main module. Defines the global `result`, then imports
-// the user's module. Results go to the file `result` next to this wrapper (a per-run
+// Hearth run prelude for Deno (loaded with --preload before the user's module). Defines
+// the global `result`; results go to the file `result` next to this prelude (a per-run
 // directory with an unguessable name, the only file outside /workspace the run may
 // write); output is never parsed, so nothing the script prints can forge a result.
 const FILE = new URL("./result", import.meta.url).pathname;
-const MAIN: string = __HEARTH_MAIN__;
 const state: Record<string, unknown> = {};
 const save = () => Deno.writeTextFileSync(FILE, JSON.stringify(state));
 const toError = (e: unknown) =>
@@ -26,7 +25,8 @@ const result = Object.freeze({
   },
 });
 Object.defineProperty(globalThis, "result", { value: result, enumerable: false });
-// Observe uncaught errors without preventing Deno's own report and non-zero exit.
+// Observe uncaught errors without preventing Deno's own report and non-zero exit. A
+// throw at the top level of the main module arrives as an unhandled rejection.
 globalThis.addEventListener("error", (ev) => {
   state.error = toError((ev as ErrorEvent).error);
   save();
@@ -35,10 +35,3 @@ globalThis.addEventListener("unhandledrejection", (ev) => {
   state.error = toError((ev as PromiseRejectionEvent).reason);
   save();
 });
-try {
-  await import(MAIN);
-} catch (e) {
-  state.error = toError(e);
-  save();
-  throw e;
-}
