@@ -57,6 +57,9 @@ impl AgentClient {
 
     /// Retries `/health` until it answers or `timeout` passes (the guest may still be
     /// booting: the socket refuses, or the handshake fails, until the agent listens).
+    /// Right after starting a QEMU VM use `VmHandle::wait_agent` instead: it also waits
+    /// for the guest kernel first, which vhost-device-vsock needs, and notices a VM that
+    /// died.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<Health> {
         let deadline = Instant::now() + timeout;
         loop {
