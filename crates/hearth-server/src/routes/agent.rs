@@ -86,7 +86,7 @@ async fn record(
     let call = CallRecord {
         id: uuid::Uuid::new_v4().to_string(),
         kind: kind.to_string(),
-        input,
+        input: cap_input(input),
         exit_code: out.exit_code,
         duration_ms: out.duration_ms,
         error: out.error,
@@ -95,6 +95,22 @@ async fn record(
     if let Err(e) = state.store.insert_call(vm, &call).await {
         tracing::warn!(vm, error = %e, "recording call history");
     }
+}
+
+/// History keeps inputs for reading, not for replay: a 16 MiB script would bloat the
+/// database, so big inputs are kept as their first few KiB.
+const MAX_HISTORY_INPUT: usize = 64 * 1024;
+
+fn cap_input(input: serde_json::Value) -> serde_json::Value {
+    let text = input.to_string();
+    if text.len() <= MAX_HISTORY_INPUT {
+        return input;
+    }
+    let mut end = 4096;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    serde_json::json!({"truncated": true, "bytes": text.len(), "head": &text[..end]})
 }
 
 #[derive(Default)]
@@ -389,4 +405,20 @@ async fn firewall(
     let (_, h) = vms::running_handle(&state, &id).await?;
     h.agent().firewall(&req).await.map_err(call_err(&h))?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn big_history_inputs_keep_only_their_head() {
+        let small = serde_json::json!({"cmd": "true"});
+        assert_eq!(cap_input(small.clone()), small);
+        let big = serde_json::json!({"code": "é".repeat(MAX_HISTORY_INPUT)});
+        let capped = cap_input(big);
+        assert_eq!(capped["truncated"], true);
+        assert!(capped["head"].as_str().unwrap().len() <= 4096);
+        assert!(capped["bytes"].as_u64().unwrap() > MAX_HISTORY_INPUT as u64);
+    }
 }
