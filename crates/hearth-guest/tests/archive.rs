@@ -153,6 +153,12 @@ fn good_archives_merge_into_place() {
     assert_eq!(read("proj/keep/new.txt"), b"new");
     assert_eq!(read("proj/replace.txt"), b"after");
     assert_eq!(read("proj/deep/er/x.bin"), b"\x00\x01");
+    let mtime = fs::metadata(ws.path().join("proj/keep/new.txt"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let want = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_234_567_890);
+    assert_eq!(mtime, want, "mtimes are kept");
     // No staging directory survives a success either.
     assert!(!tree(ws.path()).iter().any(|p| p.contains(".hearth-upload")));
 }

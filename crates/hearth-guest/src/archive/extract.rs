@@ -130,6 +130,11 @@ fn unpack(
                         ArchiveError::Corrupt(e.to_string())
                     }
                 })?;
+                // Keep the archive's mtime: build tools compare them.
+                if let Ok(secs) = entry.header().mtime() {
+                    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+                    let _ = file.set_modified(when);
+                }
                 resp.files += 1;
                 resp.bytes += n;
             }

@@ -218,6 +218,7 @@ pub fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
         } else {
             h.set_entry_type(tar::EntryType::Regular);
             h.set_mode(0o644);
+            h.set_mtime(1_234_567_890);
             h.set_size(data.len() as u64);
             b.append_data(&mut h, path, *data).unwrap();
         }
