@@ -97,5 +97,14 @@ async fn the_client_speaks_every_endpoint_it_wraps() {
         }
     }
     assert!(found, "a.txt in the downloaded archive");
+
+    // Firewall: a VM without a NIC accepts a deny-all policy.
+    agent
+        .firewall(&hearth_proto::FirewallRequest {
+            outbound: false,
+            allow: vec![],
+        })
+        .await
+        .unwrap();
     vm.destroy().await.unwrap();
 }
