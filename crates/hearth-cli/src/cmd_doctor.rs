@@ -32,6 +32,20 @@ pub async fn main(args: Args) -> anyhow::Result<i32> {
         "image": image.display().to_string(),
         "image_present": image_present,
     });
+    // Networking is optional (VMs have no NIC unless asked), so it is reported but does
+    // not fail the doctor.
+    match hearth_net::NetConfig::from_env() {
+        Ok(cfg) => {
+            let probe = hearth_net::Network::new(cfg).probe();
+            report["network_ok"] = json!(probe.ok());
+            report["network"] = json!(probe.summary());
+            report["network_checks"] = serde_json::to_value(&probe.checks)?;
+        }
+        Err(e) => {
+            report["network_ok"] = json!(false);
+            report["network"] = json!(e.to_string());
+        }
+    }
     let mut ok = true;
     if args.boot {
         let booted = async {
@@ -92,6 +106,11 @@ fn print_text(r: &Value) {
         " (missing: run `hearth image build`)"
     };
     println!("default image:      {}{present}", s("image"));
+    println!(
+        "VM networking:      {}: {}",
+        yes("network_ok"),
+        s("network")
+    );
     if !r["agent_ready"].is_null() {
         if r["agent_ready"] == json!(true) {
             println!(
