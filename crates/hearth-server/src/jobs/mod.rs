@@ -268,6 +268,11 @@ fn ser_opt_ts<S: Serializer>(ms: &Option<i64>, s: S) -> std::result::Result<S::O
 /// remain, and every live VM made for a job is destroyed. Reconcile has re-adopted such
 /// VMs by then (their processes outlive the server), so they are destroyed through their
 /// owners like any other; no worker is running yet, so none of them is still in use.
+///
+/// With one SQLite file per host every `running` job is this host's. On a shared
+/// PostgreSQL queue (several hosts) this must only take jobs whose `claimed_by` names
+/// this host, or jobs whose worker stopped renewing a lease (a `heartbeat_at` column),
+/// never another live host's jobs.
 pub async fn recover(state: &AppState) -> Result<()> {
     let (mut requeued, mut errored, mut vms) = (0, 0, 0);
     for job in state.store.jobs_in_status(JobStatus::Running).await? {

@@ -28,11 +28,10 @@ const CAPACITY_WAIT: Duration = Duration::from_secs(600);
 
 /// Starts `jobs.concurrency` workers. Call after [`super::recover`].
 pub fn start_workers(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
-    let host = format!(
-        "pid{}-{}",
-        std::process::id(),
-        &uuid::Uuid::new_v4().to_string()[..8]
-    );
+    // host/pid-nonce: names the process holding a job (see `recover` for several hosts).
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let nonce = &uuid::Uuid::new_v4().to_string()[..8];
+    let host = format!("{}/{}-{nonce}", hostname.trim(), std::process::id());
     (0..state.config.jobs.concurrency)
         .map(|i| tokio::spawn(worker_loop(state.clone(), format!("{host}/w{i}"))))
         .collect()
@@ -47,7 +46,18 @@ async fn worker_loop(state: AppState, me: String) {
         woken.as_mut().enable();
         match state.store.claim_job(&me).await {
             Ok(Some(job)) => {
-                run_job(&state, &me, job).await;
+                // In its own task so a panic fails this job, not the worker.
+                let id = job.id.clone();
+                let run = tokio::spawn(run_job(state.clone(), me.clone(), job));
+                if let Err(e) = run.await {
+                    tracing::error!(job = %id, error = %e, "job task failed");
+                    let f = Finish {
+                        error: Some(format!("internal error running the job: {e}")),
+                        ..Default::default()
+                    };
+                    let _ = state.store.finish_job(&id, &me, JobStatus::Error, &f).await;
+                    state.jobs.unregister(&id);
+                }
                 continue;
             }
             Ok(None) => {}
@@ -78,7 +88,8 @@ impl Outcome {
     }
 }
 
-async fn run_job(state: &AppState, me: &str, job: JobRecord) {
+async fn run_job(state: AppState, me: String, job: JobRecord) {
+    let (state, me) = (&state, me.as_str());
     let token = state.jobs.register(&job.id);
     tracing::info!(job = %job.id, worker = %me, attempt = job.attempts, "job started");
     let mut vm_id = None;
