@@ -2,10 +2,11 @@
 //! its REST API, with the serial console on its stdout (captured to `console.log`).
 //!
 //! With a jailer (`jailer_bin` and a uid/gid), the layout is the jailer's own:
-//! chroot = `<state>/jail/firecracker/<id>/root/`. Hearth hard-links the kernel and the
-//! base rootfs into it (same file system required: the rootfs is never copied), creates
-//! the overlay there (owned by the jail uid), and Firecracker's sockets (`fc.sock`,
+//! chroot = `<state>/jail/<name of the firecracker binary>/<id>/root/`. Hearth
+//! hard-links the kernel and the base rootfs into it (same file system required: the
+//! rootfs is never copied), creates the overlay there (owned by the jail uid), and Firecracker's sockets (`fc.sock`,
 //! `vsock.sock`) live at the chroot's top, so the handle points inside the chroot.
+//! The jailer path has not run here (no firecracker binary on these hosts).
 pub mod api;
 
 use std::path::{Path, PathBuf};
@@ -44,9 +45,15 @@ impl Firecracker {
     fn paths(&self, spec: &VmSpec) -> Paths {
         let root = match &self.jailer {
             None => spec.state_dir.clone(),
+            // The jailer names the chroot after the exec file's name.
             Some(_) => spec
                 .state_dir
-                .join("jail/firecracker")
+                .join("jail")
+                .join(
+                    self.firecracker_bin
+                        .file_name()
+                        .unwrap_or("firecracker".as_ref()),
+                )
                 .join(&spec.id)
                 .join("root"),
         };
