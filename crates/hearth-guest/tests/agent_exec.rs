@@ -262,11 +262,10 @@ async fn a_slow_run_never_blocks_health() {
     let (status, v) = a.json("GET", "/health", json!(null)).await;
     assert_eq!(status, 200);
     assert!(v["uptime_ms"].as_u64().unwrap() > 0);
-    assert!(
-        t.elapsed() < Duration::from_millis(500),
-        "{:?}",
-        t.elapsed()
-    );
+    // The slow runs take 2 s (their timeout); well under that means /health was not
+    // queued behind them.
+    let took = t.elapsed();
+    assert!(took < Duration::from_millis(1500), "{took:?}");
     for s in slow {
         assert_eq!(s.await.unwrap().status(), 200);
     }
