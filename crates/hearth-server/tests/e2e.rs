@@ -351,6 +351,21 @@ async fn vm_lifecycle_over_http() {
     assert_eq!(r["result"], json!({"sum": 3}), "{r}");
     assert_eq!(r["exit_code"], 0, "{r}");
 
+    // run-python, streamed: the run path passes NDJSON through too.
+    let text = srv
+        .client()
+        .post(format!("{}/v1/vms/{vm}/run-python?stream=true", srv.url))
+        .bearer_auth(&srv.key)
+        .json(&json!({"code": "print(6 * 7)"}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("42"), "{text}");
+    assert!(text.lines().last().unwrap().contains("\"exit\""), "{text}");
+
     // Streamed exec passes NDJSON through, ending with the exit event.
     let text = srv
         .client()
