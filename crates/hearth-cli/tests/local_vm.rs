@@ -146,3 +146,48 @@ fn run_infers_python_from_the_file_name() {
     assert_eq!(text(&out.stdout), "42\n");
     assert_run_dir_empty(run.path());
 }
+
+#[test]
+fn ctrl_c_destroys_the_vm() {
+    let run = tempfile::tempdir().unwrap();
+    image_dir();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(["run", "--", "sleep", "120"])
+        .env("HEARTH_RUN_DIR", run.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the VM to be recorded, then give the guest time to start the program.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let meta = loop {
+        let found = std::fs::read_dir(run.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path().join("vm.json"))
+            .find(|p| p.exists());
+        if let Some(m) = found {
+            break m;
+        }
+        assert!(std::time::Instant::now() < deadline, "no VM appeared");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let vm: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+    for pid in vm["pids"].as_array().unwrap() {
+        let pid = pid.as_u64().unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(
+            stat.is_empty() || stat.contains(") Z"),
+            "VM process {pid} survived Ctrl-C"
+        );
+    }
+    assert_run_dir_empty(run.path());
+}
