@@ -95,13 +95,14 @@ struct Server {
 
 impl Server {
     fn start(data: &Path) -> Server {
-        Self::start_with(data, &[])
+        Self::start_with(data, &[], &[])
     }
 
-    fn start_with(data: &Path, env: &[(&str, &str)]) -> Server {
+    fn start_with(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let img = image_dir();
         let mut cmd = Command::new(hearth_bin());
         cmd.args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
             .env("HEARTH_DATA_DIR", data)
             .env("KERNEL_PATH", img.join("vmlinux"))
             .env("BASE_ROOTFS_PATH", img.join("rootfs.ext4"))
@@ -671,4 +672,45 @@ async fn concurrent_requests_on_one_vm() {
     assert_eq!(v["state"], "deleted");
     assert!(pids.iter().all(|p| !alive(*p)));
     assert!(!tmp.path().join("vms").join(&vm).exists());
+}
+
+/// `hearth serve --config FILE`: limits come from the file, `HEARTH_*` env overrides it,
+/// and refusals name the limit. Nothing here boots a VM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_file_and_env_set_the_limits() {
+    let tmp = DataDir::new();
+    let cfg = tmp.path().join("hearth.toml");
+    std::fs::write(
+        &cfg,
+        "[limits]\nmax_vcpus = 1\nmax_memory_mib = 300\n[defaults]\nmemory_mib = 256\n",
+    )
+    .unwrap();
+    let srv = Server::start_with(
+        tmp.path(),
+        &["--config", cfg.to_str().unwrap()],
+        &[("HEARTH_MAX_MEMORY_MIB", "280")],
+    );
+    let (s, v) = srv.call("POST", "/v1/vms", Some(json!({"vcpus": 2}))).await;
+    assert_eq!(s, 422, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 (limit max_vcpus)"),
+        "{v}"
+    );
+    let (s, v) = srv
+        .call("POST", "/v1/vms", Some(json!({"memory_mib": 290})))
+        .await;
+    assert_eq!(s, 422, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("280 (limit max_memory_mib)"),
+        "{v}"
+    );
+    let (s, v) = srv.call("GET", "/metrics", None).await;
+    assert_eq!(s, 200);
+    assert!(v.as_str().unwrap().contains("status=\"422\""), "{v}");
 }
