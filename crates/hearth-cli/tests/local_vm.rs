@@ -151,7 +151,7 @@ fn run_infers_python_from_the_file_name() {
 fn ctrl_c_destroys_the_vm() {
     let run = tempfile::tempdir().unwrap();
     image_dir();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
+    let child = Command::new(env!("CARGO_BIN_EXE_hearth"))
         .args(["run", "--", "sleep", "120"])
         .env("HEARTH_RUN_DIR", run.path())
         .stdout(std::process::Stdio::null())
