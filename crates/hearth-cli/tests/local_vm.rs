@@ -191,3 +191,18 @@ fn ctrl_c_destroys_the_vm() {
     }
     assert_run_dir_empty(run.path());
 }
+
+#[test]
+fn doctor_boot_fails_loudly_without_an_image() {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(["doctor", "--json", "--boot"])
+        .env("HEARTH_DATA_DIR", data.path())
+        .env("HEARTH_RUN_DIR", data.path().join("run"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["agent_ready"], false);
+    assert!(v["boot_error"].as_str().unwrap().contains("missing"), "{v}");
+}
