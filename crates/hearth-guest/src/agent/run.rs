@@ -2,9 +2,10 @@
 //!
 //! Each run gets a directory `/.hearth/runs/<128-bit token>/` inside the jail, created
 //! by the agent (root-owned, in a tmpfs whose top directory is not listable by user
-//! code) holding the wrapper, the inline code and an empty `result` file owned by uid
-//! 1000. The wrapper defines `result.set(value)` / `result.error(err)` and writes the
-//! current state as JSON into that file; an uncaught exception is recorded there too.
+//! code) holding the prelude (Node `--require`, Deno `--preload`) or wrapper (Python,
+//! plus its inline code) and an empty `result` file owned by uid 1000. The prelude defines
+//! `result.set(value)` / `result.error(err)` and writes the current state as JSON into
+//! that file; an uncaught exception is recorded there too.
 //! The agent reads the file after the process ends. stdout and stderr are returned
 //! untouched and never parsed, so printed text cannot forge a result; the script itself
 //! can of course write the file, which is the same as calling `result.set`.
