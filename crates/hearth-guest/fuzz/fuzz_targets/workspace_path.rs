@@ -1,6 +1,9 @@
 //! Fuzzes the upload path policy: `WorkspacePath::parse` and `check_entry` must never
 //! panic, and whatever they accept must be a normalised path that stays in the workspace
 //! (and under the destination).
+//!
+//! Run from `crates/hearth-guest/fuzz` (stable toolchain, nightly flags unlocked):
+//! `RUSTC_BOOTSTRAP=1 cargo fuzz run workspace_path -- -max_total_time=60`
 #![no_main]
 
 use std::path::{Component, Path};
