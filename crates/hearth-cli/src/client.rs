@@ -4,6 +4,9 @@
 //! the `admin.key` the server wrote under `HEARTH_DATA_DIR` when readable. Every non-2xx
 //! answer becomes an error carrying the server's `{"error":{"code","message"}}`.
 
+use std::io::Write;
+use std::path::PathBuf;
+
 use anyhow::{anyhow, Context};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -197,4 +200,65 @@ fn finish<S>(s: S, buf: Vec<u8>) -> Option<(anyhow::Result<serde_json::Value>, L
     }
     let v = serde_json::from_slice(&buf).map_err(|e| anyhow!("bad NDJSON line: {e}"));
     Some((v, (s, Vec::new(), true)))
+}
+
+/// Packs `local` as tar.gz on a blocking thread, handing chunks over as they are made
+/// (nothing is staged on disk or held whole in memory). A directory keeps its name as
+/// the top entry, like `cp -r`.
+pub fn pack_tar_gz(
+    local: PathBuf,
+) -> anyhow::Result<impl futures::Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static> {
+    let meta = std::fs::metadata(&local).with_context(|| format!("reading {}", local.display()))?;
+    let name = local
+        .canonicalize()?
+        .file_name()
+        .map(|n| n.to_owned())
+        .context("cannot upload /")?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
+    std::thread::spawn(move || {
+        let w = ChannelWriter(tx.clone());
+        let res = (|| {
+            let gz = flate2::write::GzEncoder::new(w, flate2::Compression::fast());
+            let mut b = tar::Builder::new(gz);
+            if meta.is_dir() {
+                b.append_dir_all(&name, &local)?;
+            } else {
+                b.append_path_with_name(&local, &name)?;
+            }
+            b.into_inner()?.finish()?.flush()
+        })();
+        if let Err(e) = res {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    let rx = std::sync::Mutex::new(rx);
+    Ok(futures::stream::poll_fn(move |cx| {
+        rx.lock().expect("upload channel poisoned").poll_recv(cx)
+    }))
+}
+
+struct ChannelWriter(tokio::sync::mpsc::Sender<std::io::Result<Bytes>>);
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
+            .map_err(|_| std::io::Error::other("upload aborted"))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Percent-encodes a query value (paths may hold spaces, `&`, `#`).
+pub fn query_escape(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
