@@ -456,7 +456,7 @@ async fn ttl_destroys_the_vm() {
     let tmp = DataDir::new();
     let srv = Server::start(tmp.path());
     let started = Instant::now();
-    let vm = srv.create_vm(json!({"ttl_s": 8})).await;
+    let vm = srv.create_vm(json!({"ttl_s": 15})).await;
     let pids = srv.vm_pids(&vm);
     let url = format!("/v1/vms/{vm}");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -469,7 +469,7 @@ async fn ttl_destroys_the_vm() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(
-        started.elapsed() >= Duration::from_secs(8),
+        started.elapsed() >= Duration::from_secs(15),
         "destroyed before its TTL"
     );
     wait_for("VM processes to exit", Duration::from_secs(10), || {
