@@ -476,7 +476,12 @@ async fn ttl_destroys_the_vm() {
         pids.iter().all(|p| !alive(*p))
     })
     .await;
-    assert!(!tmp.path().join("vms").join(&vm).exists());
+    // `deleted` is written before the VM is torn down; the files go right after.
+    let dir = tmp.path().join("vms").join(&vm);
+    wait_for("the state dir to go", Duration::from_secs(10), || {
+        !dir.exists()
+    })
+    .await;
 }
 
 /// Documented behaviour: a graceful stop leaves VMs running and the next start re-adopts
