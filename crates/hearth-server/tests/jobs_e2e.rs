@@ -51,6 +51,10 @@ struct Server {
 
 impl Server {
     fn start(data: &Path, concurrency: u32) -> Server {
+        Self::start_with(data, concurrency, &[])
+    }
+
+    fn start_with(data: &Path, concurrency: u32, env: &[(&str, &str)]) -> Server {
         let img = image_dir();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -64,6 +68,7 @@ impl Server {
             .env("BASE_ROOTFS_PATH", img.join("rootfs.ext4"))
             .env("HEARTH_JOB_CONCURRENCY", concurrency.to_string())
             .env("HEARTH_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -185,7 +190,7 @@ fn ms(v: &Value) -> u128 {
 async fn failure_timeout_cancel_and_the_cli() {
     let _turn = TURN.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let srv = Server::start(dir.path(), 1);
+    let srv = Server::start_with(dir.path(), 1, &[("HEARTH_MAX_JOB_LOG_BYTES", "65536")]);
 
     // A Python script printing lines then exiting 3: `failed`, exit 3, lines kept.
     // Pauses between writes: stdout and stderr are two pipes, so only writes apart in
@@ -219,6 +224,25 @@ async fn failure_timeout_cancel_and_the_cli() {
     let j = srv.wait_final(&id).await;
     assert_eq!(j["status"], "timed_out", "{j}");
     assert_eq!(srv.logs(&id, "").await, "before\n");
+
+    // Output beyond the log cap is dropped and flagged; the job itself is unaffected.
+    let id = srv
+        .inline(
+            "sh",
+            "yes 0123456789abcdef | head -c 1000000; echo",
+            json!({}),
+        )
+        .await;
+    let j = srv.wait_final(&id).await;
+    assert_eq!(
+        (j["status"].as_str(), j["log_truncated"].as_bool()),
+        (Some("succeeded"), Some(true)),
+        "{j}"
+    );
+    let log = srv.logs(&id, "").await;
+    assert!(log.len() < 65536 && log.ends_with("[hearth: log truncated at the size limit]\n"));
+    let file = dir.path().join("jobs").join(&id).join("log.ndjson");
+    assert!(std::fs::metadata(file).unwrap().len() <= 65536);
 
     // Cancel: one running (its VM destroyed), one queued behind it (never starts).
     let running = srv.inline("sh", "echo started; sleep 120", json!({})).await;

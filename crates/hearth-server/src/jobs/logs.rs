@@ -13,6 +13,9 @@ use tokio::io::AsyncWriteExt;
 use crate::error::{AppError, Result};
 use crate::models::now_ms;
 
+/// Bytes kept free under the cap for the `{"t":...,"truncated":true}` line.
+const MARKER_ROOM: u64 = 64;
+
 pub fn log_path(data_dir: &Path, job_id: &str) -> PathBuf {
     data_dir.join("jobs").join(job_id).join("log.ndjson")
 }
@@ -83,7 +86,8 @@ impl LogWriter {
         };
         let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
         bytes.push(b'\n');
-        if self.written + bytes.len() as u64 > self.cap {
+        // Room is kept for the truncation marker so the file never exceeds the cap.
+        if self.written + bytes.len() as u64 + MARKER_ROOM > self.cap {
             self.truncated = true;
             return self
                 .write_line(&LogLine {
@@ -179,7 +183,7 @@ mod tests {
     async fn order_streams_and_cap_survive_the_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let path = log_path(dir.path(), "j1");
-        let mut w = LogWriter::open(&path, 200).await.unwrap();
+        let mut w = LogWriter::open(&path, 300).await.unwrap();
         w.chunk("stdout", "a\n".into()).await.unwrap();
         w.chunk("stderr", "b\n".into()).await.unwrap();
         w.chunk("stdout", "c\n".into()).await.unwrap();
@@ -187,6 +191,11 @@ mod tests {
         w.chunk("stdout", "after the cap\n".into()).await.unwrap();
         assert!(w.truncated);
         let buf = read_from(&path, 0).await.unwrap();
+        assert!(
+            buf.len() <= 300,
+            "the file grew past its cap: {}",
+            buf.len()
+        );
         let all = Render {
             stream: None,
             ndjson: false,

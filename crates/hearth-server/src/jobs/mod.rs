@@ -7,7 +7,7 @@
 //!   writes the final status, destroys the VM.
 //! - [`logs`]: per-job log files under `$HEARTH_DATA_DIR/jobs/<id>/`, one JSON line per
 //!   output chunk so order and stream survive, capped in size.
-//! - [`routes`]: `/v1/scripts` and `/v1/jobs`.
+//! - [`scripts`], [`routes`]: `/v1/scripts` and `/v1/jobs`.
 //!
 //! Durability: a job is a row before `POST` answers 202, and every status change is
 //! written before it is acted on. On start, [`recover`] settles jobs a crash left
@@ -15,6 +15,7 @@
 
 pub mod logs;
 pub mod routes;
+pub mod scripts;
 pub mod store;
 pub mod worker;
 

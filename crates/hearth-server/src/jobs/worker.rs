@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use hearth_proto::{Language, RunRequest, StreamEvent, WORKSPACE};
+use hearth_proto::{RunRequest, StreamEvent, WORKSPACE};
 use tokio_util::sync::CancellationToken;
 
 use super::logs::{log_path, LogWriter};
@@ -354,12 +354,4 @@ fn workspace_archive(name: &str, code: &[u8], files: &BTreeMap<String, String>) 
         add(path, content.as_bytes(), 0o644).map_err(io)?;
     }
     tar.into_inner().and_then(|gz| gz.finish()).map_err(io)
-}
-
-/// Language of an upload: `?language=` wins, else the file extension.
-pub fn language_of(name: &str, given: Option<&str>) -> Result<Language> {
-    Ok(match given {
-        Some(l) => l.parse()?,
-        None => Language::from_file_name(name)?,
-    })
 }
