@@ -12,6 +12,8 @@
 //! Durability: a job is a row before `POST` answers 202, and every status change is
 //! written before it is acted on. On start, [`recover`] settles jobs a crash left
 //! `running` (`error`, or back to `queued` while retries remain) and destroys their VMs.
+//! A graceful stop is no different for a running job (it is not resumed, so it never
+//! runs twice unless it asked for retries); queued jobs simply wait for the next start.
 
 pub mod logs;
 pub mod routes;
