@@ -51,8 +51,8 @@ fn new_record(name: &str, source: &str) -> ImageRecord {
 }
 
 /// Registers built and built-in images not yet in the store, and makes sure there is a
-/// default (`default`, else `builtin`, else the first ready image). Hashes are not
-/// computed for these: a rootfs is hundreds of MB and start-up must stay quick.
+/// default (`default`, else `builtin`, else the first ready image). Runs on start and on
+/// every `GET /v1/images`. Hashes are not computed for these: a rootfs is hundreds of MB.
 pub async fn register_on_start(state: &AppState) -> Result<()> {
     let known: Vec<String> = state
         .store

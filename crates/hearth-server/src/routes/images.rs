@@ -32,6 +32,8 @@ struct ImageList {
 #[utoipa::path(get, path = "/v1/images", tag = "images",
     responses((status = 200, body = ImageList), (status = 401, body = E)))]
 async fn list_images(State(state): State<AppState>) -> Result<axum::Json<ImageList>> {
+    // Pick up images `hearth image build` finished since the server started.
+    images::register_on_start(&state).await?;
     Ok(axum::Json(ImageList {
         images: state.store.list_images().await?,
     }))
