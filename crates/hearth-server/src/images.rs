@@ -54,6 +54,12 @@ fn new_record(name: &str, source: &str) -> ImageRecord {
 /// default (`default`, else `builtin`, else the first ready image). Runs on start and on
 /// every `GET /v1/images`. Hashes are not computed for these: a rootfs is hundreds of MB.
 pub async fn register_on_start(state: &AppState) -> Result<()> {
+    register(state, true).await
+}
+
+/// `with_builtin`: the env-named image is registered on start only, so deleting it
+/// through the API sticks until the next start.
+pub async fn register(state: &AppState, with_builtin: bool) -> Result<()> {
     let known: Vec<String> = state
         .store
         .list_images()
@@ -73,7 +79,8 @@ pub async fn register_on_start(state: &AppState) -> Result<()> {
             }
         }
     }
-    if let (Some(k), Some(r)) = (&state.config.kernel_path, &state.config.base_rootfs_path) {
+    let builtin = (&state.config.kernel_path, &state.config.base_rootfs_path);
+    if let (true, Some(k), Some(r)) = (with_builtin, builtin.0, builtin.1) {
         found.push((BUILTIN_NAME.to_string(), k.clone(), r.clone(), "builtin"));
     }
     for (name, k, r, source) in found {

@@ -524,6 +524,9 @@ async fn builtin_and_built_images_register_on_start() {
     std::fs::write(built.join("vmlinux"), b"k").unwrap();
     std::fs::write(built.join("rootfs.ext4"), b"r").unwrap();
     // Listing scans images/ (a build finished after start shows up), repeatedly: idempotent.
+    hearth_server::images::register_on_start(&e.state)
+        .await
+        .unwrap();
     e.call("GET", "/v1/images", None).await;
     let (_, v) = e.call("GET", "/v1/images", None).await;
     let images = v["images"].as_array().unwrap();
@@ -531,6 +534,11 @@ async fn builtin_and_built_images_register_on_start() {
     let default: Vec<_> = images.iter().filter(|i| i["is_default"] == true).collect();
     assert_eq!(default.len(), 1);
     assert_eq!(default[0]["name"], "default");
+    // Deleting the built-in image sticks (it is registered on start only).
+    let (s, _) = e.call("DELETE", "/v1/images/builtin", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, v) = e.call("GET", "/v1/images", None).await;
+    assert_eq!(v["images"].as_array().unwrap().len(), 1, "{v}");
 }
 
 /// Every route in the OpenAPI document is routed (not the 404/405 fallback), and every

@@ -33,7 +33,7 @@ struct ImageList {
     responses((status = 200, body = ImageList), (status = 401, body = E)))]
 async fn list_images(State(state): State<AppState>) -> Result<axum::Json<ImageList>> {
     // Pick up images `hearth image build` finished since the server started.
-    images::register_on_start(&state).await?;
+    images::register(&state, false).await?;
     Ok(axum::Json(ImageList {
         images: state.store.list_images().await?,
     }))
