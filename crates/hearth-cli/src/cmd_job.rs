@@ -9,8 +9,7 @@ use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::client::{Client, ClientArgs};
-use crate::cmd_vm::query_escape;
+use crate::client::{query_escape, Client, ClientArgs};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
