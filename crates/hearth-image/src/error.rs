@@ -17,7 +17,7 @@ pub enum Error {
     },
     #[error("kernel config is missing options from the fragment: {}", .0.join(", "))]
     KernelConfig(Vec<String>),
-    #[error("guest binary {0} not found; looked in: {1}. Build them with scripts/build-guest.sh or set HEARTH_GUEST_BIN_DIR")]
+    #[error("static guest binaries {0} not found; looked in: {1}. Build them with scripts/build-guest.sh or set HEARTH_GUEST_BIN_DIR")]
     GuestBinary(String, String),
     #[error("no Debian mirror for suite {0} in the apt sources; set HEARTH_DEBIAN_MIRROR")]
     NoMirror(String),
