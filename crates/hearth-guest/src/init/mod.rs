@@ -38,6 +38,7 @@ pub fn main() -> ! {
 fn boot() -> Result<(), String> {
     let t = std::time::Instant::now();
     mounts::apply(&mounts::plan_early())?;
+    log::ensure_console();
     let upper = mounts::mount_upper(OVERLAY_DEVICE)?;
     mounts::apply(&mounts::plan_overlay(upper))?;
     mounts::pivot(mounts::NEW_ROOT)?;

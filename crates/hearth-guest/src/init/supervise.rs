@@ -2,7 +2,7 @@
 //! orphan, and turn SIGTERM/SIGINT (Ctrl-Alt-Del) into a clean power-off.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
@@ -106,6 +106,8 @@ fn spawn_agent(path: &Path, agent: &mut Agent) {
         .env("HOME", "/root")
         .env("LANG", "C.UTF-8")
         .current_dir("/")
+        // Output goes to the console; input must not, or the agent would eat serial input.
+        .stdin(Stdio::null())
         .spawn();
     agent.started = Instant::now();
     agent.restart_at = None;
