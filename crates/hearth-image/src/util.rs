@@ -183,10 +183,35 @@ pub fn scratch_for(final_dir: &Path) -> Result<PathBuf> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    remove_dead_scratch(parent, &name);
     let tmp = parent.join(format!(".{name}.{}.tmp", std::process::id()));
     remove_dir_all_if_exists(&tmp)?;
     mkdirs(&tmp)?;
     Ok(tmp)
+}
+
+/// The PID in a scratch dir name `.{name}.{pid}.tmp`.
+fn scratch_pid(file: &str, name: &str) -> Option<u32> {
+    file.strip_prefix(&format!(".{name}."))?
+        .strip_suffix(".tmp")?
+        .parse()
+        .ok()
+}
+
+/// Scratch dirs of builds that died (their PID is gone) only waste disk: a debootstrap
+/// tree is ~600 MB. Dirs of live builds are left alone.
+fn remove_dead_scratch(parent: &Path, name: &str) {
+    let Ok(rd) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in rd.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = scratch_pid(&file, name) {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
 }
 
 /// Moves a complete scratch dir into place, replacing an older version if any.
@@ -269,6 +294,28 @@ mod tests {
         let err = run(Command::new("sh").args(["-c", "echo boom >&2; exit 3"])).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("boom") && msg.contains('3'), "{msg}");
+    }
+
+    #[test]
+    fn scratch_of_dead_builds_is_removed_and_live_ones_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let fin = d.path().join("base");
+        // PIDs above the kernel's pid_max (4194304 at most) never exist.
+        let dead = d.path().join(".base.4194999.tmp");
+        let live = d.path().join(format!(".base.{}.tmp", std::process::id()));
+        let other = d.path().join(".other.4194999.tmp");
+        for p in [&dead, &other] {
+            std::fs::create_dir(p).unwrap();
+        }
+        let tmp = scratch_for(&fin).unwrap();
+        assert_eq!(tmp, live);
+        assert!(!dead.exists());
+        assert!(
+            other.exists(),
+            "another name's scratch is not ours to delete"
+        );
+        assert_eq!(scratch_pid(".base.12.tmp", "base"), Some(12));
+        assert_eq!(scratch_pid(".base.x.tmp", "base"), None);
     }
 
     #[test]
