@@ -98,9 +98,16 @@ pub fn version_of(bin: &Path) -> Option<String> {
 impl HostReport {
     pub fn probe() -> HostReport {
         let (kvm_present, kvm_usable, kvm_reason) = kvm();
-        let qemu_bin = find_binary(QEMU);
-        let firecracker_bin = find_binary(FIRECRACKER);
-        let vhost_device_vsock_bin = find_binary(VHOST_VSOCK);
+        // The same overrides `Selection::from_env` honours, so doctor reports what runs.
+        let pick = |var: &str, name: &str| {
+            std::env::var_os(var)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .or_else(|| find_binary(name))
+        };
+        let qemu_bin = pick("HEARTH_QEMU_BIN", QEMU);
+        let firecracker_bin = pick("HEARTH_FIRECRACKER_BIN", FIRECRACKER);
+        let vhost_device_vsock_bin = pick("HEARTH_VHOST_VSOCK_BIN", VHOST_VSOCK);
         HostReport {
             kvm_present,
             kvm_usable,
