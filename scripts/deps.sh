@@ -44,6 +44,12 @@ if ! python3 -m pip --version >/dev/null 2>&1; then
     exit 1
 fi
 
+# The agent's host tests run real Deno; the PyPI package ships the binary.
+if ! python3 -c 'import deno' >/dev/null 2>&1; then
+    echo "deps: pip install deno" >&2
+    python3 -m pip install --quiet deno
+fi
+
 if ! command -v vhost-device-vsock >/dev/null 2>&1; then
     echo "deps: cargo install vhost-device-vsock" >&2
     cargo install --locked --quiet vhost-device-vsock
