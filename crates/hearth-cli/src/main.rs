@@ -52,7 +52,11 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     // The server logs its lifecycle at info; one-shot commands stay quiet by default.
-    let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
+    let default_level = if matches!(cli.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    };
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HEARTH_LOG")

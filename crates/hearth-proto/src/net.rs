@@ -59,7 +59,9 @@ impl FromStr for GuestNet {
         if parts.next().is_some() {
             return Err(bad("too many fields"));
         }
-        let (addr, prefix) = cidr.split_once('/').ok_or_else(|| bad("address needs /prefix"))?;
+        let (addr, prefix) = cidr
+            .split_once('/')
+            .ok_or_else(|| bad("address needs /prefix"))?;
         let prefix: u8 = prefix.parse().map_err(|_| bad("prefix is not a number"))?;
         if prefix == 0 || prefix > 32 {
             return Err(bad("prefix must be 1..=32"));
