@@ -68,3 +68,39 @@ async fn firecracker_accepts_the_whole_configuration() {
     vm.destroy().await.unwrap();
     assert!(!tmp.path().join("fc").exists());
 }
+
+/// Same through the jailer (chroot, uid/gid 65534). Needs `jailer` too and a statically
+/// linked firecracker (the chroot holds no libraries).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jailed_firecracker_accepts_the_configuration() {
+    let env = Selection::from_env().unwrap();
+    let fc = env
+        .firecracker_bin
+        .or_else(|| hearth_vmm::detect::find_binary(hearth_vmm::detect::FIRECRACKER));
+    let jailer = env
+        .jailer_bin
+        .or_else(|| hearth_vmm::detect::find_binary("jailer"));
+    let (Some(fc), Some(jailer)) = (fc, jailer) else {
+        println!("skipping: firecracker and jailer binaries not both found on PATH");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = common::spec(tmp.path(), "jailed");
+    let sel = Selection {
+        vmm: Some(VmmKind::Firecracker),
+        firecracker_bin: Some(fc),
+        jailer_bin: Some(jailer),
+        jailer_uid_gid: Some((65534, 65534)),
+        force_kvm: true,
+        ..Default::default()
+    };
+    let vm = hearth_vmm::select(&sel)
+        .unwrap()
+        .start(&spec)
+        .await
+        .expect("jailed firecracker took the configuration");
+    assert!(vm.vsock_path.starts_with(tmp.path().join("jailed/jail")));
+    vm.stop(Duration::from_secs(1)).await.unwrap();
+    vm.destroy().await.unwrap();
+    assert!(!tmp.path().join("jailed").exists());
+}
