@@ -6,7 +6,7 @@
 //! hard-links the kernel and the base rootfs into it (same file system required: the
 //! rootfs is never copied), creates the overlay there (owned by the jail uid), and Firecracker's sockets (`fc.sock`,
 //! `vsock.sock`) live at the chroot's top, so the handle points inside the chroot.
-//! The jailer path has not run here (no firecracker binary on these hosts).
+//! Checked against Firecracker and its jailer v1.17.0-dev (the guest then dies on PVM hosts).
 pub mod api;
 
 use std::path::{Path, PathBuf};
