@@ -27,6 +27,9 @@ pub enum AppError {
     Unprocessable(String),
     #[error("{0}")]
     TooManyRequests(String),
+    /// A facility this request needs is missing on this host (e.g. VM networking).
+    #[error("{0}")]
+    Unavailable(String),
     /// The guest agent answered with an error of its own; its status and code are kept.
     #[error("agent: {message}")]
     Agent {
@@ -74,6 +77,7 @@ impl AppError {
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             // Agent 4xx are the caller's fault (bad path, rejected archive) and pass through;
             // anything else from the guest is a server-side failure.
             AppError::Agent { status, .. } if (400..500).contains(status) => {
@@ -101,6 +105,7 @@ impl AppError {
             AppError::PayloadTooLarge(_) => "payload_too_large",
             AppError::Unprocessable(_) => "invalid_request",
             AppError::TooManyRequests(_) => "too_many_requests",
+            AppError::Unavailable(_) => "unavailable",
             AppError::Agent { code, .. } => return code.clone(),
             AppError::AgentUnreachable(_) => "agent_unreachable",
             AppError::Vmm(hearth_vmm::Error::Transport(_))

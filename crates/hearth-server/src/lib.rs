@@ -15,6 +15,7 @@ pub mod images;
 pub mod jobs;
 pub mod metrics;
 pub mod models;
+pub mod network;
 pub mod owner;
 pub mod reconcile;
 pub mod routes;
@@ -52,6 +53,8 @@ pub struct Inner {
     pub metrics: metrics::Metrics,
     /// Job queue wake-up and the cancel switches of running jobs.
     pub jobs: jobs::JobRuntime,
+    /// VM networking from `HEARTH_NET_*`; probed on the first request that wants a NIC.
+    pub net: network::NetRuntime,
 }
 
 impl std::ops::Deref for AppState {
@@ -86,6 +89,7 @@ impl AppState {
                 create_lock: Mutex::new(()),
                 metrics: Default::default(),
                 jobs: Default::default(),
+                net: network::NetRuntime::from_env(),
             }),
         })
     }

@@ -115,6 +115,70 @@ pub struct VmRecord {
     pub env: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Present when the VM was created with `network.outbound: true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<VmNetwork>,
+}
+
+/// `network` of a create request (VMs and jobs) and the body of
+/// `POST /v1/vms/{id}/firewall/allowlist`. Absent or `outbound: false`: no NIC at all.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    /// Give the VM a NIC with NAT to the internet.
+    #[serde(default)]
+    pub outbound: bool,
+    /// Empty: every public destination. Otherwise only these (TCP and UDP), plus the VM's
+    /// DNS resolver: `CIDR`, `IP`, `CIDR:PORT` or `HOST:PORT` (resolved on the host when
+    /// the rules are applied).
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+impl From<&NetworkSpec> for hearth_net::NetRequest {
+    fn from(s: &NetworkSpec) -> Self {
+        hearth_net::NetRequest {
+            outbound: s.outbound,
+            allow: s.allow.clone(),
+        }
+    }
+}
+
+/// A networked VM's settings as stored, plus its addresses while it holds a block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct VmNetwork {
+    pub outbound: bool,
+    /// The allowlist as given (empty = open).
+    pub allow: Vec<String>,
+    /// The VM's /29 from the pool; `null` once the VM is failed or deleted.
+    pub subnet: Option<String>,
+    /// The guest's IPv4 address (eth0).
+    pub address: Option<String>,
+    pub gateway: Option<String>,
+    pub mac: Option<String>,
+}
+
+impl VmNetwork {
+    pub fn new(allow: Vec<String>, subnet: Option<String>) -> VmNetwork {
+        let block = subnet
+            .as_deref()
+            .and_then(|s| s.parse::<hearth_net::Subnet>().ok());
+        VmNetwork {
+            outbound: true,
+            allow,
+            subnet,
+            address: block.map(|b| b.guest().to_string()),
+            gateway: block.map(|b| b.gateway().to_string()),
+            mac: block.map(|b| b.mac()),
+        }
+    }
+
+    pub fn spec(&self) -> NetworkSpec {
+        NetworkSpec {
+            outbound: true,
+            allow: self.allow.clone(),
+        }
+    }
 }
 
 /// `POST /v1/vms`.
@@ -132,6 +196,8 @@ pub struct CreateVmRequest {
     pub ttl_s: Option<u64>,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// Outbound networking; absent = no NIC.
+    pub network: Option<NetworkSpec>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]

@@ -12,8 +12,8 @@ use hearth_vmm::{VmHandle, VmSpec};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{AppError, Result};
-use crate::models::{now_ms, VmRecord, VmState};
-use crate::AppState;
+use crate::models::{now_ms, NetworkSpec, VmRecord, VmState};
+use crate::{network, AppState};
 
 pub type OwnerTx = mpsc::Sender<Cmd>;
 type Reply<T> = oneshot::Sender<Result<T>>;
@@ -25,6 +25,8 @@ pub enum Cmd {
     Stop(Reply<VmRecord>),
     Destroy(Reply<()>),
     Handle(Reply<VmHandle>),
+    /// Replace a running VM's allowlist (host rules, store, guest rules).
+    Firewall(NetworkSpec, Reply<VmRecord>),
 }
 
 /// How often the owner checks that a running VM's processes are still there.
@@ -129,6 +131,7 @@ impl Owner {
                 Cmd::Boot(_, r) | Cmd::Stop(r) => drop(r.send(Err(err()))),
                 Cmd::Destroy(r) => drop(r.send(Err(err()))),
                 Cmd::Handle(r) => drop(r.send(Err(err()))),
+                Cmd::Firewall(_, r) => drop(r.send(Err(err()))),
             }
         }
     }
@@ -171,7 +174,26 @@ impl Owner {
                 let _ = reply.send(res);
                 false
             }
+            Cmd::Firewall(spec, reply) => {
+                let _ = reply.send(self.firewall(&spec).await);
+                false
+            }
         }
+    }
+
+    async fn firewall(&mut self, spec: &NetworkSpec) -> Result<VmRecord> {
+        let vm = self.record().await?;
+        let h = match (&self.handle, vm.state) {
+            (Some(h), VmState::Running) => h.clone(),
+            _ => {
+                return Err(AppError::Conflict(format!(
+                    "VM {} is {}, not running",
+                    self.id, vm.state
+                )))
+            }
+        };
+        network::update_allowlist(&self.state, &vm, &h, spec).await?;
+        self.record().await
     }
 
     fn state_dir(&self) -> std::path::PathBuf {
@@ -225,6 +247,12 @@ impl Owner {
                 image.name
             )));
         };
+        // Host network first: the VMM is started inside the VM's namespace, whose rules
+        // exist before the guest can send a packet.
+        let net = match &vm.network {
+            Some(n) => Some(network::setup(&self.state, vm, n).await?),
+            None => None,
+        };
         let spec = VmSpec {
             id: self.id.clone(),
             kernel: kernel.into(),
@@ -234,7 +262,7 @@ impl Owner {
             state_dir: self.state_dir(),
             overlay,
             overlay_size_mib: self.state.config.defaults.overlay_size_mib,
-            net: None,
+            net: net.as_ref().map(network::attachment),
             extra_cmdline: vec![],
         };
         let vmm = self.state.vmm().await?;
@@ -243,6 +271,9 @@ impl Owner {
         self.handle = Some(handle.clone());
         let timeout = Duration::from_secs(self.state.config.defaults.boot_timeout_s);
         handle.wait_agent(timeout).await?;
+        if let Some(info) = net.filter(|i| !i.allow.is_empty()) {
+            network::guest_rules(&self.state, &handle, &info.allow).await?;
+        }
         let boot_ms = started.elapsed().as_millis() as i64;
         self.state
             .store
@@ -274,6 +305,10 @@ impl Owner {
         if let Some(h) = self.handle.take() {
             h.stop(STOP_GRACE).await?;
         }
+        // The block stays with the VM: start sets the same addresses up again.
+        if vm.network.is_some() {
+            network::teardown(&self.state, &self.id).await;
+        }
         self.record().await
     }
 
@@ -286,13 +321,17 @@ impl Owner {
         Ok(())
     }
 
-    /// Removes every process and file of the VM, whatever state the dir is in.
+    /// Removes every process and file of the VM, whatever state the dir is in, then its
+    /// host network (only once the VMM is gone) and, the VM being dead, its address block.
     async fn cleanup(&mut self) {
         let handle = self
             .handle
             .take()
             .or_else(|| VmHandle::adopt(&self.state_dir()).ok());
         remove_vm_files(handle, &self.state_dir()).await;
+        if self.record().await.is_ok_and(|v| v.network.is_some()) {
+            network::teardown(&self.state, &self.id).await;
+        }
     }
 
     /// Notices a VM whose processes died under it (guest panic, OOM kill).

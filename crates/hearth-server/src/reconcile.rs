@@ -9,6 +9,10 @@
 //! | `stopped` | anything | processes killed if any, overlay kept, owner started |
 //! | `failed`/`deleted` | leftovers | processes killed, files removed |
 //! | nothing | a dir under `vms/` | processes killed, dir removed |
+//!
+//! Host networks (netns, nftables table, veth) are kept only for re-adopted running VMs;
+//! the rest are removed and the address blocks of failed/deleted VMs freed
+//! ([`crate::network::reconcile`]). A stopped VM gets its network again on start.
 
 use std::collections::HashSet;
 
@@ -24,6 +28,7 @@ pub async fn reconcile(state: &AppState) -> Result<()> {
     let all = state.store.list_vms(&[]).await?;
     let known: HashSet<String> = all.iter().map(|v| v.id.clone()).collect();
     let (mut adopted, mut failed, mut cleaned) = (0, 0, 0);
+    let mut running = vec![];
     for vm in all {
         let dir = vms_dir.join(&vm.id);
         let handle = VmHandle::adopt(&dir).ok();
@@ -31,6 +36,7 @@ pub async fn reconcile(state: &AppState) -> Result<()> {
             VmState::Running => match handle {
                 Some(h) if h.is_alive() => {
                     owner::spawn(state, &vm.id, Some(h));
+                    running.push(vm.id.clone());
                     adopted += 1;
                 }
                 h => {
@@ -80,6 +86,8 @@ pub async fn reconcile(state: &AppState) -> Result<()> {
             }
         }
     }
+    // Every VM process that should not run is gone now, so no namespace is still in use.
+    crate::network::reconcile(state, running).await;
     tracing::info!(adopted, failed, cleaned, "reconciled VMs");
     Ok(())
 }

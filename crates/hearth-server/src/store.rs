@@ -12,13 +12,13 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use crate::error::{AppError, Result};
-use crate::models::{now_ms, CallRecord, ImageRecord, KeyRecord, VmRecord, VmState};
+use crate::models::{now_ms, CallRecord, ImageRecord, KeyRecord, VmNetwork, VmRecord, VmState};
 
-/// Versioned migrations, embedded so the binary needs no files beside it. The jobs
-/// issue adds `(2, "jobs", include_str!("../migrations/0002_jobs.sql"))` here.
+/// Versioned migrations, embedded so the binary needs no files beside it.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "core", include_str!("../migrations/0001_core.sql")),
     (2, "jobs", include_str!("../migrations/0002_jobs.sql")),
+    (3, "network", include_str!("../migrations/0003_network.sql")),
 ];
 
 #[derive(Clone, Debug)]
@@ -27,7 +27,7 @@ pub struct Store {
 }
 
 const VM_COLS: &str = "id, state, image_id, image_name, vcpus, memory_mib, vmm, accel, env, \
-     metadata, ttl_s, expires_at, created_at, ready_at, boot_ms, error";
+     metadata, ttl_s, expires_at, created_at, ready_at, boot_ms, error, net_allow, net_subnet";
 const IMAGE_COLS: &str = "id, name, kernel_path, rootfs_path, kernel_sha256, rootfs_sha256, \
      source, is_default, created_at";
 
@@ -69,8 +69,8 @@ impl Store {
     pub async fn insert_vm(&self, vm: &VmRecord) -> Result<()> {
         sqlx::query(
             "INSERT INTO vms (id, state, image_id, image_name, vcpus, memory_mib, vmm, accel, env, \
-             metadata, ttl_s, expires_at, created_at, ready_at, boot_ms, error, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             metadata, ttl_s, expires_at, created_at, ready_at, boot_ms, error, updated_at, \
+             net_allow, net_subnet) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&vm.id)
         .bind(vm.state.as_str())
@@ -89,8 +89,11 @@ impl Store {
         .bind(vm.boot_ms)
         .bind(&vm.error)
         .bind(now_ms())
+        .bind(vm.network.as_ref().map(|n| json_list(&n.allow)))
+        .bind(vm.network.as_ref().and_then(|n| n.subnet.clone()))
         .execute(&self.pool)
-        .await?;
+        .await
+        .map_err(crate::network::subnet_taken)?;
         Ok(())
     }
 
@@ -395,7 +398,17 @@ fn vm_from_row(r: &SqliteRow) -> Result<VmRecord> {
         ready_at: r.get("ready_at"),
         boot_ms: r.get("boot_ms"),
         error: r.get("error"),
+        network: r.get::<Option<String>, _>("net_allow").map(|a| {
+            VmNetwork::new(
+                serde_json::from_str(&a).unwrap_or_default(),
+                r.get("net_subnet"),
+            )
+        }),
     })
+}
+
+pub(crate) fn json_list(l: &[String]) -> String {
+    serde_json::to_string(l).unwrap_or_else(|_| "[]".into())
 }
 
 fn image_from_row(r: &SqliteRow) -> ImageRecord {

@@ -1,11 +1,12 @@
 //! VM operations shared by the HTTP routes and (later) the job workers. These are the
-//! internal entry points: [`create_vm`] (validate, insert, boot, wait for the agent) and
+//! internal entry points: [`create_vm`] (validate, insert with an address block when
+//! networked, boot, wait for the agent) and
 //! [`destroy_vm`]; [`running_handle`] gives a running VM's handle for agent calls.
 
 use hearth_vmm::VmHandle;
 
 use crate::error::{AppError, Result};
-use crate::models::{now_ms, CreateVmRequest, VmRecord, VmState};
+use crate::models::{now_ms, CreateVmRequest, VmNetwork, VmRecord, VmState};
 use crate::owner::{self, Cmd};
 use crate::AppState;
 
@@ -57,9 +58,11 @@ pub async fn create_vm(state: &AppState, req: CreateVmRequest) -> Result<VmRecor
             image.name
         )));
     }
+    // Before the boot permit: a refused network (bad entry, host cannot) leaves no trace.
+    let network = crate::network::check_request(state, req.network.as_ref()).await?;
     let permit = owner::boot_permit(state)?;
     let created_at = now_ms();
-    let vm = VmRecord {
+    let mut vm = VmRecord {
         id: uuid::Uuid::new_v4().to_string(),
         state: VmState::Creating,
         image: image.name.clone(),
@@ -76,9 +79,11 @@ pub async fn create_vm(state: &AppState, req: CreateVmRequest) -> Result<VmRecor
         metadata: req.metadata,
         env: req.env,
         error: None,
+        network: network.map(|n| VmNetwork::new(n.allow, None)),
     };
     {
-        // Count and insert under one lock so parallel creates cannot overshoot max_vms.
+        // Count and insert under one lock so parallel creates cannot overshoot max_vms
+        // and never pick the same address block.
         let _guard = state.create_lock.lock().await;
         let live = state.store.count_vms(&VmState::LIVE).await?;
         if live >= limits.max_vms as i64 {
@@ -86,6 +91,10 @@ pub async fn create_vm(state: &AppState, req: CreateVmRequest) -> Result<VmRecor
                 "{live} VMs exist (limit max_vms = {}); delete one first",
                 limits.max_vms
             )));
+        }
+        if let Some(n) = &vm.network {
+            let subnet = crate::network::allocate(state).await?;
+            vm.network = Some(VmNetwork::new(n.allow.clone(), Some(subnet)));
         }
         state.store.insert_vm(&vm).await?;
     }

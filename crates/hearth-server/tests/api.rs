@@ -95,6 +95,7 @@ impl Env {
             metadata: BTreeMap::new(),
             env: BTreeMap::new(),
             error: None,
+            network: None,
         };
         self.state.store.insert_vm(&vm).await.unwrap();
         id

@@ -174,6 +174,9 @@ pub struct RunParams {
     /// mid-run; never after the script itself failed. Default 0.
     #[serde(default)]
     pub max_retries: u32,
+    /// Outbound networking of the job's VM, as for `POST /v1/vms`; absent = no NIC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::models::NetworkSpec>,
 }
 
 /// Body of `POST /v1/jobs`: inline code, run like an uploaded script.
@@ -196,6 +199,7 @@ pub struct InlineJob {
     pub files: BTreeMap<String, String>,
     #[serde(default)]
     pub max_retries: u32,
+    pub network: Option<crate::models::NetworkSpec>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]

@@ -69,6 +69,7 @@ async fn create_job(
         memory_mib: j.memory_mib,
         files: j.files,
         max_retries: j.max_retries,
+        network: j.network,
     };
     validate(&state, &params)?;
     let job_id = uuid::Uuid::new_v4().to_string();
@@ -140,6 +141,10 @@ pub(super) fn validate(state: &AppState, p: &RunParams) -> Result<()> {
                 "invalid file path {path:?}: relative, without `..` (it goes under /workspace)"
             ));
         }
+    }
+    if let Some(n) = &p.network {
+        // Syntax only here; whether this host can network VMs is known when it boots.
+        crate::network::check_syntax(n)?;
     }
     if p.max_retries > 10 {
         return bad(format!("max_retries {} is above 10", p.max_retries));

@@ -189,6 +189,7 @@ async fn boot(
         env: BTreeMap::new(),
         ttl_s: Some(ttl.min(state.config.limits.max_ttl_s)),
         metadata: BTreeMap::from([(VM_JOB_KEY.to_string(), job.id.clone())]),
+        network: p.network.clone(),
     };
     let deadline = Instant::now() + CAPACITY_WAIT;
     loop {

@@ -1,5 +1,6 @@
 //! Proxies to a running VM's agent: exec, run-*, files, firewall. Request and response
-//! bodies are hearth-proto's; `?stream=true` passes the agent's NDJSON events through
+//! bodies are hearth-proto's (the firewall routes take the server's `NetworkSpec`: host rules
+//! come first, see [`crate::network`]); `?stream=true` passes the agent's NDJSON events through
 //! line by line, and file bodies stream in both directions without being buffered.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -8,13 +9,11 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::StreamExt;
-use hearth_proto::{
-    ExecRequest, ExecResponse, FirewallRequest, Language, RunRequest, StreamEvent, UploadResponse,
-};
+use hearth_proto::{ExecRequest, ExecResponse, Language, RunRequest, StreamEvent, UploadResponse};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -22,7 +21,9 @@ use utoipa_axum::routes;
 
 use super::{Json, Query};
 use crate::error::{from_agent_call, AppError, Result};
-use crate::models::{now_ms, CallRecord};
+use crate::models::{now_ms, CallRecord, NetworkSpec};
+use crate::network::{self, FirewallView};
+use crate::owner::{self, Cmd};
 use crate::{vms, AppState};
 
 type E = crate::models::ErrorDoc;
@@ -36,6 +37,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(upload))
         .routes(routes!(download))
         .routes(routes!(firewall))
+        .routes(routes!(get_firewall))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -393,18 +395,31 @@ async fn download(
     Ok(([(header::CONTENT_TYPE, "application/gzip")], body).into_response())
 }
 
-/// Sets the guest's outbound allowlist.
+/// Replaces a running networked VM's outbound allowlist: host rules first (they decide,
+/// and cut open connections to what is no longer allowed), then the guest's own rules.
 #[utoipa::path(post, path = "/v1/vms/{id}/firewall/allowlist", tag = "agent",
-    request_body(content = Object, description = "hearth_proto::FirewallRequest"), params(("id" = String, Path)),
-    responses((status = 204), (status = 404, body = E), (status = 409, body = E), (status = 422, body = E)))]
+    request_body = NetworkSpec, params(("id" = String, Path)),
+    responses((status = 200, body = FirewallView), (status = 404, body = E), (status = 409, body = E),
+              (status = 422, body = E), (status = 502, body = E)))]
 async fn firewall(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Json(req): Json<FirewallRequest>,
-) -> Result<StatusCode> {
-    let (_, h) = vms::running_handle(&state, &id).await?;
-    h.agent().firewall(&req).await.map_err(call_err(&h))?;
-    Ok(StatusCode::NO_CONTENT)
+    Json(spec): Json<NetworkSpec>,
+) -> Result<axum::Json<FirewallView>> {
+    // Through the owner: never concurrent with a stop or destroy tearing the network down.
+    let vm = owner::ask(&state, &id, |r| Cmd::Firewall(spec, r)).await?;
+    Ok(axum::Json(network::firewall_view(&state, &vm).await?))
+}
+
+/// The stored allowlist and, while the VM runs, the host ruleset enforcing it.
+#[utoipa::path(get, path = "/v1/vms/{id}/firewall", tag = "agent", params(("id" = String, Path)),
+    responses((status = 200, body = FirewallView), (status = 404, body = E)))]
+async fn get_firewall(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<FirewallView>> {
+    let vm = state.store.vm(&id).await?;
+    Ok(axum::Json(network::firewall_view(&state, &vm).await?))
 }
 
 #[cfg(test)]
