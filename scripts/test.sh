@@ -10,6 +10,7 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 
 step "installing dependencies (apt, cargo)"
 bash scripts/deps.sh
+bash scripts/deps-browser.sh
 
 step "formatting"
 cargo fmt --all -- --check

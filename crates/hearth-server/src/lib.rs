@@ -20,6 +20,7 @@ pub mod owner;
 pub mod reconcile;
 pub mod routes;
 pub mod store;
+mod ui;
 pub mod vms;
 
 use std::collections::HashMap;
@@ -120,6 +121,7 @@ pub fn app(state: AppState) -> Router {
                 async move { axum::Json(doc.as_ref().clone()) }
             }),
         )
+        .merge(ui::routes())
         .fallback(routes::no_route)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.limits.max_json_body))
