@@ -79,8 +79,16 @@ impl AgentClient {
 
     /// `POST /exec`, buffered.
     pub async fn exec(&self, req: &ExecRequest) -> Result<ExecResponse> {
+        // The agent answers only when the program ends, so wait as long as it may run.
+        let within = self.connect_timeout + call_budget(req.timeout_ms);
         let resp = self
-            .request(Method::POST, "/exec", Some("application/json"), json(req)?)
+            .request_within(
+                Method::POST,
+                "/exec",
+                Some("application/json"),
+                json(req)?,
+                Some(within),
+            )
             .await?;
         json_body(resp).await
     }
@@ -107,12 +115,14 @@ impl AgentClient {
                 ..Default::default()
             });
         }
+        let within = self.connect_timeout + call_budget(req.timeout_ms);
         let resp = self
-            .request(
+            .request_within(
                 Method::POST,
                 lang.agent_path(),
                 Some("application/json"),
                 json(req)?,
+                Some(within),
             )
             .await?;
         json_body(resp).await
@@ -137,8 +147,10 @@ impl AgentClient {
     {
         let body: ReqBody = BodyExt::boxed_unsync(StreamBody::new(body.map_ok(Frame::data)));
         let path = format!("/files/upload?dest={}", h::encode_query(dest));
+        // The answer comes after the whole body is streamed and extracted, which takes as
+        // long as the caller's stream does: only the connect is bounded.
         let resp = self
-            .request(Method::POST, &path, Some("application/gzip"), body)
+            .request_within(Method::POST, &path, Some("application/gzip"), body, None)
             .await?;
         json_body(resp).await
     }
@@ -168,13 +180,29 @@ impl AgentClient {
         .map(drop)
     }
 
-    /// Sends one request on a new vsock connection; non-2xx answers become `Error::Agent`.
+    /// Sends one request on a new vsock connection, expecting headers within
+    /// `connect_timeout`; non-2xx answers become `Error::Agent`.
     async fn request(
         &self,
         method: Method,
         path: &str,
         content_type: Option<&str>,
         body: ReqBody,
+    ) -> Result<hyper::Response<Incoming>> {
+        let within = Some(self.connect_timeout);
+        self.request_within(method, path, content_type, body, within)
+            .await
+    }
+
+    /// Like [`AgentClient::request`]; connecting is always bounded by `connect_timeout`,
+    /// the wait for response headers by `headers_within` (`None`: no bound).
+    async fn request_within(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: ReqBody,
+        headers_within: Option<Duration>,
     ) -> Result<hyper::Response<Incoming>> {
         let mut req = Request::builder()
             .method(method)
@@ -186,15 +214,21 @@ impl AgentClient {
         let req = req
             .body(body)
             .map_err(|e| Error::Transport(format!("building request: {e}")))?;
-        let send = async {
-            let stream = vsock::connect(&self.vsock_path, AGENT_PORT).await?;
-            h::send(stream, req).await
+        let stream = tokio::time::timeout(
+            self.connect_timeout,
+            vsock::connect(&self.vsock_path, AGENT_PORT),
+        )
+        .await
+        .map_err(|_| {
+            Error::Transport(format!("no connection within {:?}", self.connect_timeout))
+        })??;
+        let send = h::send(stream, req);
+        let resp = match headers_within {
+            Some(limit) => tokio::time::timeout(limit, send)
+                .await
+                .map_err(|_| Error::Transport(format!("no response within {limit:?}")))??,
+            None => send.await?,
         };
-        let resp = tokio::time::timeout(self.connect_timeout, send)
-            .await
-            .map_err(|_| {
-                Error::Transport(format!("no response within {:?}", self.connect_timeout))
-            })??;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -323,6 +357,13 @@ fn ndjson_events(body: Incoming) -> EventStream {
         }
     });
     Box::pin(stream)
+}
+
+/// How long a buffered call may legitimately take: the program's own timeout (the
+/// agent's default when the request names none) plus time to kill it and answer.
+fn call_budget(timeout_ms: Option<u64>) -> Duration {
+    let ms = timeout_ms.unwrap_or(hearth_proto::DEFAULT_TIMEOUT_MS);
+    Duration::from_millis(ms) + Duration::from_secs(10)
 }
 
 #[cfg(test)]

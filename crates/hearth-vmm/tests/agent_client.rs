@@ -23,6 +23,7 @@ fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
 async fn the_client_speaks_every_endpoint_it_wraps() {
     let tmp = tempfile::tempdir().unwrap();
     let vm = common::boot(&common::spec(tmp.path(), "client")).await;
+    let _reap = common::reap(&vm);
     let agent = vm.agent();
 
     // Streamed exec: output events, then exactly one exit event, last.
@@ -97,6 +98,20 @@ async fn the_client_speaks_every_endpoint_it_wraps() {
         }
     }
     assert!(found, "a.txt in the downloaded archive");
+
+    // A buffered exec answers only when the program ends: the wait for it is bounded by
+    // the call's own timeout, not by the (here shortened) connect timeout.
+    let mut patient = agent.clone();
+    patient.connect_timeout = std::time::Duration::from_secs(2);
+    let slow = patient
+        .exec(&ExecRequest {
+            cmd: "sleep 4; echo done".into(),
+            timeout_ms: Some(20_000),
+            ..Default::default()
+        })
+        .await
+        .expect("a buffered exec longer than connect_timeout");
+    assert_eq!((slow.exit_code, slow.stdout.as_str()), (0, "done\n"));
 
     // Firewall: a VM without a NIC accepts a deny-all policy.
     agent

@@ -5,13 +5,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{boot, pid_running, sh, spec};
+use common::{boot, pid_running, reap, sh, spec};
 use hearth_vmm::VmHandle;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_answers_health_over_hybrid_vsock() {
     let tmp = tempfile::tempdir().unwrap();
     let vm = boot(&spec(tmp.path(), "health")).await;
+    let _reap_vm = reap(&vm);
     let h = vm.agent().health().await.unwrap();
     assert!(!h.version.is_empty());
     // The raw channel: CONNECT/OK handshake to the agent's port.
@@ -35,6 +36,7 @@ async fn two_vms_at_once_have_separate_overlays_and_the_base_is_untouched() {
     let (sa, sb) = (spec(tmp.path(), "a"), spec(tmp.path(), "b"));
     let base_mtime = std::fs::metadata(&sa.rootfs).unwrap().modified().unwrap();
     let (a, b) = tokio::join!(boot(&sa), boot(&sb));
+    let _reap = (reap(&a), reap(&b));
     assert_ne!(a.overlay_path, b.overlay_path);
 
     let (code, _) = sh(&a, "echo from-a > /workspace/marker && sync").await;
@@ -63,6 +65,7 @@ async fn two_vms_at_once_have_separate_overlays_and_the_base_is_untouched() {
 async fn destroy_leaves_no_process_socket_overlay_or_state_dir() {
     let tmp = tempfile::tempdir().unwrap();
     let vm = boot(&spec(tmp.path(), "gone")).await;
+    let _reap_vm = reap(&vm);
     let (pids, dir, overlay) = (
         vm.pids.clone(),
         vm.state_dir.clone(),
@@ -91,6 +94,7 @@ async fn destroy_leaves_no_process_socket_overlay_or_state_dir() {
 async fn a_vmm_killed_with_sigkill_is_detected_and_cleaned_up() {
     let tmp = tempfile::tempdir().unwrap();
     let vm = boot(&spec(tmp.path(), "crash")).await;
+    let _reap_vm = reap(&vm);
     let vmm = vm.vmm_proc().unwrap().clone();
     // SAFETY: kill(2) with integers only.
     assert_eq!(unsafe { libc::kill(vmm.pid as i32, libc::SIGKILL) }, 0);
@@ -121,6 +125,7 @@ async fn stop_keeps_the_disk_and_a_restart_sees_earlier_writes() {
     let tmp = tempfile::tempdir().unwrap();
     let mut s = spec(tmp.path(), "restart");
     let vm = boot(&s).await;
+    let _reap_vm = reap(&vm);
     assert_eq!(sh(&vm, "echo kept > /workspace/kept").await.0, 0);
     // A second VMM on the same state dir (and disk) is refused while the first runs.
     let vmm = hearth_vmm::select(&hearth_vmm::Selection::from_env().unwrap()).unwrap();
@@ -133,6 +138,7 @@ async fn stop_keeps_the_disk_and_a_restart_sees_earlier_writes() {
 
     s.overlay = Some(vm.overlay_path.clone());
     let again = boot(&s).await;
+    let _reap_again = reap(&again);
     let (code, out) = sh(&again, "cat /workspace/kept").await;
     assert_eq!((code, out.trim()), (0, "kept"));
     again.destroy().await.unwrap();

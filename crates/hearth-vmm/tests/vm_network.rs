@@ -4,7 +4,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{boot, sh, spec};
+use common::{boot, reap, sh, spec};
 use hearth_vmm::NetAttachment;
 
 fn ip(args: &[&str]) {
@@ -42,6 +42,7 @@ async fn the_vmm_runs_in_the_netns_and_the_guest_gets_its_address() {
         guest: "172.31.250.2/30,172.31.250.1,172.31.250.1".parse().unwrap(),
     });
     let vm = boot(&s).await;
+    let _reap = reap(&vm);
 
     let vmm_ns = std::fs::read_link(format!("/proc/{}/ns/net", vm.vmm_proc().unwrap().pid));
     let want = std::fs::metadata(format!("/var/run/netns/{}", ns.0)).unwrap();

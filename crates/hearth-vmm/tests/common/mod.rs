@@ -73,3 +73,22 @@ pub fn pid_running(pid: u32) -> bool {
         Err(_) => false,
     }
 }
+
+/// Kills a VM's host processes when dropped, so a test that panics before its
+/// `destroy()` cannot leave a VM burning CPU after its temp dir is gone. Harmless after
+/// a clean destroy: each process is recognised by pid and start time.
+pub struct Reap(Vec<hearth_vmm::process::ProcRecord>);
+
+pub fn reap(vm: &VmHandle) -> Reap {
+    Reap(vm.procs.clone())
+}
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            if p.is_alive() {
+                p.signal(libc::SIGKILL);
+            }
+        }
+    }
+}
