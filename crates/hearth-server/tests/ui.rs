@@ -145,12 +145,12 @@ impl Drop for Server {
 }
 
 /// Runs `node ui.test.mjs`, killing it if it outlives `timeout`.
-fn run_node(srv: &Server, screenshot: &Path) -> std::process::ExitStatus {
+fn run_node(srv: &Server, screenshots: &Path) -> std::process::ExitStatus {
     let mut child = Command::new("node")
         .arg("ui.test.mjs")
         .args([&srv.url, &srv.key])
         .current_dir(ui_dir())
-        .env("HEARTH_UI_SCREENSHOT", screenshot)
+        .env("HEARTH_UI_SCREENSHOTS", screenshots)
         .spawn()
         .expect("spawn node");
     let deadline = Instant::now() + UI_TIMEOUT;
@@ -172,8 +172,10 @@ fn admin_ui_in_a_real_browser() {
     check_browser_deps();
     let data = DataDir(tempfile::tempdir().unwrap());
     let srv = Server::start(data.0.path());
-    let screenshot = std::env::temp_dir().join("hearth-ui-vms.png");
-    let status = run_node(&srv, &screenshot);
+    // Outside the data dir so they outlive the test, for a person to look at.
+    let screenshots = std::env::temp_dir().join("hearth-ui-screenshots");
+    std::fs::create_dir_all(&screenshots).unwrap();
+    let status = run_node(&srv, &screenshots);
     if !status.success() {
         let log = std::fs::read_to_string(data.0.path().join("server.log")).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
@@ -181,5 +183,8 @@ fn admin_ui_in_a_real_browser() {
         eprintln!("server log (last lines):\n{}", tail.join("\n"));
     }
     assert!(status.success(), "ui.test.mjs failed: {status}");
-    eprintln!("VMs tab screenshot: {}", screenshot.display());
+    eprintln!(
+        "screenshots: {}/{{vms,jobs,keys}}.png",
+        screenshots.display()
+    );
 }

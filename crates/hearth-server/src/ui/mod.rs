@@ -11,8 +11,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::AppState;
-
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const APP_CSS: &str = include_str!("assets/app.css");
@@ -29,8 +27,9 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
                    connect-src 'self'; object-src 'none'; base-uri 'none'; \
                    form-action 'none'; frame-ancestors 'none'";
 
-/// Routes outside `/v1`: not part of the API, so not in `/openapi.json`.
-pub fn routes() -> Router<AppState> {
+/// Routes outside `/v1`: not part of the API, so not in `/openapi.json`. Stateless, so
+/// generic over the state (the unit tests below run them without an [`AppState`]).
+pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(|| async { Redirect::to("/ui") }))
         .route("/ui/", get(|| async { Redirect::to("/ui") }))
@@ -71,6 +70,53 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    async fn get_path(path: &str) -> Response {
+        let req = Request::get(path).body(Body::empty()).unwrap();
+        routes::<()>().oneshot(req).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn assets_are_served_with_their_type_and_a_strict_csp() {
+        for (path, ctype, needle) in [
+            (
+                "/ui",
+                "text/html; charset=utf-8",
+                "<title>Hearth admin</title>",
+            ),
+            (
+                "/ui/app.js",
+                "text/javascript; charset=utf-8",
+                "'use strict'",
+            ),
+            ("/ui/app.css", "text/css; charset=utf-8", ":root"),
+            ("/ui/icon.svg", "image/svg+xml", "<svg"),
+        ] {
+            let resp = get_path(path).await;
+            assert_eq!(resp.status(), StatusCode::OK, "{path}");
+            let h = resp.headers().clone();
+            assert_eq!(h[header::CONTENT_TYPE], ctype, "{path}");
+            assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{path}");
+            let csp = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+            assert!(csp.starts_with("default-src 'self';"), "{path}: {csp}");
+            assert!(!csp.contains("unsafe"), "{path}: {csp}");
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert!(String::from_utf8_lossy(&body).contains(needle), "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn root_and_trailing_slash_redirect_to_the_ui() {
+        for path in ["/", "/ui/"] {
+            let resp = get_path(path).await;
+            assert!(resp.status().is_redirection(), "{path}: {}", resp.status());
+            assert_eq!(resp.headers()[header::LOCATION], "/ui", "{path}");
+        }
+    }
 
     #[test]
     fn assets_reference_only_their_own_files() {

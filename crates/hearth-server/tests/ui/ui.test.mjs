@@ -3,7 +3,8 @@
 //   node ui.test.mjs <base-url> <api-key>
 //
 // Run by tests/ui.rs, which starts the server. Exits 0 when every check passed.
-// HEARTH_UI_SCREENSHOT=path.png saves a screenshot of the VMs tab with a running VM.
+// HEARTH_UI_SCREENSHOTS=dir saves vms.png (a running VM, exec and console), jobs.png
+// and keys.png there, to look at what a person sees.
 import { chromium } from 'playwright-core';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -65,6 +66,13 @@ const noError = async () => {
   if (await errorBanner.isVisible()) assert.fail('error shown: ' + await errorBanner.textContent());
 };
 const vmRow = (id) => page.locator(`#vm-table tbody tr[data-id="${id}"]`);
+
+async function shot(name) {
+  const dir = process.env.HEARTH_UI_SCREENSHOTS;
+  if (!dir) return;
+  await page.screenshot({ path: join(dir, name + '.png'), fullPage: true });
+  step(`screenshot ${join(dir, name + '.png')}`);
+}
 
 let failed = false;
 try {
@@ -129,10 +137,7 @@ try {
   assert.ok((await page.locator('#console-log').textContent()).length > 20, 'console has lines');
   await noError();
 
-  if (process.env.HEARTH_UI_SCREENSHOT) {
-    await page.screenshot({ path: process.env.HEARTH_UI_SCREENSHOT, fullPage: true });
-    step('screenshot saved to ' + process.env.HEARTH_UI_SCREENSHOT);
-  }
+  await shot('vms');
 
   step('an API error is shown: exec with an empty command');
   await page.fill('#exec-cmd', '');
@@ -164,6 +169,7 @@ try {
   assert.match(await page.locator('#job-log').textContent(), /<b>not bold<\/b>/);
   assert.equal(await page.locator('#job-log b').count(), 0, 'job output is not parsed as HTML');
   await noError();
+  await shot('jobs');
 
   step('images: the default image is marked');
   await page.click('nav .tab[data-tab=images]');
@@ -181,6 +187,7 @@ try {
   assert.ok(newKey.length >= 20 && newKey !== key, 'a fresh key is shown');
   const keyRow = page.locator('#key-table tbody tr', { hasText: 'ui-test-key' });
   await keyRow.waitFor();
+  await shot('keys');
   await page.click('#new-key-done');
   assert.equal(await page.getByText(newKey).count(), 0, 'the key is gone from the page');
   await page.click('nav .tab[data-tab=vms]');
