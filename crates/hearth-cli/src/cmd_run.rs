@@ -249,6 +249,16 @@ async fn run_in(vm: &VmHandle, args: &Args, job: Job) -> anyhow::Result<i32> {
                             .unwrap_or(hearth_proto::DEFAULT_TIMEOUT_MS / 1000)
                     );
                 }
+                for (name, cut) in [
+                    ("stdout", r.exec.stdout_truncated),
+                    ("stderr", r.exec.stderr_truncated),
+                ] {
+                    if cut {
+                        eprintln!(
+                            "hearth: {name} truncated: output beyond the agent's cap was dropped"
+                        );
+                    }
+                }
                 if let Some(e) = &r.error {
                     eprintln!("hearth: {}: {}", e.name, e.message);
                 }

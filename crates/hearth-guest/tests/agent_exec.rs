@@ -182,6 +182,43 @@ async fn output_beyond_the_cap_is_dropped_and_flagged() {
 }
 
 #[tokio::test]
+async fn streamed_output_beyond_the_cap_is_dropped_and_flagged() {
+    let a = Agent::start_with(Options {
+        extra_args: vec!["--output-cap".into(), "1000".into()],
+        ..Default::default()
+    });
+    let mut c = a.connect().await;
+    let body = json!({"cmd": "head -c 5000000 /dev/zero | tr '\\0' x; echo small >&2"});
+    let resp = c
+        .send(
+            "POST",
+            "/exec?stream=true",
+            serde_json::to_vec(&body).unwrap().into(),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let (mut out, mut err, mut exit) = (0, String::new(), None);
+    for (_, data) in frames(resp).await {
+        for line in std::str::from_utf8(&data).unwrap().lines() {
+            let ev: serde_json::Value = serde_json::from_str(line).unwrap();
+            if let Some(s) = ev["stdout"].as_str() {
+                out += s.len();
+            } else if let Some(s) = ev["stderr"].as_str() {
+                err.push_str(s);
+            } else {
+                exit = Some(ev["exit"].clone());
+            }
+        }
+    }
+    let exit = exit.expect("an exit event");
+    assert_eq!(out, 1000, "streamed stdout stops at the cap");
+    assert_eq!(err, "small\n");
+    assert_eq!(exit["stdout_truncated"], true, "{exit}");
+    assert_eq!(exit["stderr_truncated"], false, "{exit}");
+    assert_eq!(exit["exit_code"], 0, "the writer was drained, not blocked");
+}
+
+#[tokio::test]
 async fn default_cap_is_one_mebibyte() {
     let a = Agent::start();
     let v = a.sh("head -c 3000000 /dev/zero | tr '\\0' y").await;

@@ -33,15 +33,18 @@ pub struct ExecSpec {
 pub enum OutputSink {
     /// Into the response, up to `output_cap` per stream.
     Capture,
-    /// As NDJSON events, as produced. Nothing is kept, so no cap applies; the channel is
-    /// bounded, so a slow client slows the process down instead of growing memory. The
-    /// caller sends the final `Exit` event.
+    /// As NDJSON events, as produced, up to `output_cap` per stream: past it output is
+    /// drained and dropped and the final `Exit` event flags it, so `yes` cannot flood a
+    /// client. The channel is bounded, so a slow client slows the process down instead of
+    /// growing memory. The caller sends the final `Exit` event.
     Stream(mpsc::Sender<StreamEvent>),
 }
 
 #[derive(Default)]
 struct Captured {
     bytes: Vec<u8>,
+    /// Bytes already sent as stream events (the stream's share of the cap).
+    streamed: usize,
     truncated: bool,
 }
 
@@ -197,7 +200,17 @@ async fn pump(
         };
         match &tx {
             Some(tx) => {
-                let text = utf8_chunk(&mut carry, &buf[..n]);
+                let keep = {
+                    let mut c = into.lock().expect("no panics while locked");
+                    let keep = n.min(cap.saturating_sub(c.streamed));
+                    c.streamed += keep;
+                    c.truncated |= keep < n;
+                    keep
+                };
+                if keep == 0 {
+                    continue;
+                }
+                let text = utf8_chunk(&mut carry, &buf[..keep]);
                 let ev = if is_stdout {
                     StreamEvent::Stdout(text)
                 } else {
