@@ -40,6 +40,9 @@ pub enum Command {
         /// Stream the logs until the job ends and exit with its exit code.
         #[arg(long)]
         wait: bool,
+        /// `--outbound [--allow DEST]...`: the job's VM network (default: no NIC).
+        #[command(flatten)]
+        net: crate::cmd_vm::NetArgs,
     },
     /// List jobs, newest first.
     Ls {
@@ -109,6 +112,7 @@ pub async fn main(cmd: Command) -> anyhow::Result<i32> {
             memory_mib,
             retries,
             wait,
+            net,
         } => {
             let client = Client::new(&c)?;
             let data =
@@ -132,7 +136,7 @@ pub async fn main(cmd: Command) -> anyhow::Result<i32> {
             }
             let body = json!({
                 "args": args, "env": envs, "timeout_s": timeout, "vcpus": vcpus,
-                "memory_mib": memory_mib, "max_retries": retries,
+                "memory_mib": memory_mib, "max_retries": retries, "network": net.body(),
             });
             let sid = s(&script["id"]);
             let r: Value = client

@@ -33,6 +33,17 @@ pub enum Command {
         /// Metadata, KEY=VALUE (repeatable).
         #[arg(long = "meta")]
         meta: Vec<String>,
+        #[command(flatten)]
+        net: NetArgs,
+    },
+    /// Show a VM's outbound allowlist and host rules, or change them with --outbound
+    /// (open) or --outbound --allow ... (only those destinations).
+    Firewall {
+        #[command(flatten)]
+        c: ClientArgs,
+        id: String,
+        #[command(flatten)]
+        net: NetArgs,
     },
     /// List VMs.
     Ls {
@@ -129,6 +140,26 @@ pub enum Command {
     },
 }
 
+/// Outbound networking; without `--outbound` a VM has no NIC at all.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct NetArgs {
+    /// Give the VM a NIC with NAT to the internet.
+    #[arg(long)]
+    pub outbound: bool,
+    /// Allow only this destination (TCP and UDP): CIDR, IP, CIDR:PORT or HOST:PORT
+    /// (repeatable; the VM's DNS resolver stays reachable).
+    #[arg(long = "allow", requires = "outbound", value_name = "DEST")]
+    pub allow: Vec<String>,
+}
+
+impl NetArgs {
+    /// The request's `network` value, or `None` without `--outbound`.
+    pub fn body(&self) -> Option<Value> {
+        self.outbound
+            .then(|| json!({"outbound": true, "allow": self.allow}))
+    }
+}
+
 #[derive(clap::Args)]
 pub struct RunArgs {
     #[command(flatten)]
@@ -155,8 +186,12 @@ pub async fn main(cmd: Command) -> anyhow::Result<i32> {
             env,
             ttl,
             meta,
+            net,
         } => {
             let mut body = json!({"env": pairs(&env)?, "metadata": pairs(&meta)?});
+            if let Some(n) = net.body() {
+                body["network"] = n;
+            }
             if let Some(i) = image {
                 body["image"] = json!(i);
             }
@@ -181,6 +216,32 @@ pub async fn main(cmd: Command) -> anyhow::Result<i32> {
                     vm["accel"].as_str().unwrap_or("?"),
                     vm["boot_ms"]
                 );
+                if let Some(n) = vm.get("network") {
+                    eprintln!("network: {}", network_line(n));
+                }
+            }
+        }
+        Command::Firewall { c, id, net } => {
+            let client = Client::new(&c)?;
+            let fw: Value = match net.body() {
+                Some(body) => {
+                    client
+                        .post(&format!("/v1/vms/{id}/firewall/allowlist"), &body)
+                        .await?
+                }
+                None => client.get(&format!("/v1/vms/{id}/firewall")).await?,
+            };
+            if c.json {
+                print_json(&fw);
+            } else if fw["outbound"] != true {
+                println!("no network (created without --outbound)");
+            } else {
+                println!("address: {}  dns: {}", s(&fw["address"]), s(&fw["dns"]));
+                println!("allow:   {}", allow_text(&fw["allow"]));
+                match fw["rules"].as_str() {
+                    Some(r) => println!("host rules:\n{r}"),
+                    None => println!("host rules: none (the VM is not running)"),
+                }
             }
         }
         Command::Ls { c, state, all } => {
@@ -220,6 +281,10 @@ pub async fn main(cmd: Command) -> anyhow::Result<i32> {
         Command::Show { c, id } => {
             let vm: Value = Client::new(&c)?.get(&format!("/v1/vms/{id}")).await?;
             print_json(&vm);
+            if !c.json {
+                let n = vm.get("network").map_or("none".into(), network_line);
+                eprintln!("network: {n}");
+            }
         }
         Command::Rm { c, ids } => {
             let client = Client::new(&c)?;
@@ -440,6 +505,29 @@ fn pairs(list: &[String]) -> anyhow::Result<serde_json::Map<String, Value>> {
             _ => bail!("{e:?} is not KEY=VALUE"),
         })
         .collect()
+}
+
+/// One line from a VM's `network`: its address and what it may reach.
+fn network_line(n: &Value) -> String {
+    format!(
+        "outbound via {}, allow {}",
+        s(&n["address"]),
+        allow_text(&n["allow"])
+    )
+}
+
+fn allow_text(allow: &Value) -> String {
+    let list: Vec<&str> = allow
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if list.is_empty() {
+        "everything public (open)".into()
+    } else {
+        list.join(", ")
+    }
 }
 
 fn s(v: &Value) -> &str {

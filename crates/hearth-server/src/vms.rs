@@ -43,6 +43,9 @@ pub async fn create_vm(state: &AppState, req: CreateVmRequest) -> Result<VmRecor
             return Err(AppError::Unprocessable(format!("invalid env name {k:?}")));
         }
     }
+    if let Some(n) = &req.network {
+        crate::network::check_syntax(n)?;
+    }
     let image = match &req.image {
         Some(name) => state.store.image(name).await.map_err(|e| match e {
             AppError::NotFound(m) => AppError::Unprocessable(m),

@@ -1,0 +1,143 @@
+//! In-process checks of the `network` request field and the address store: the real router
+//! and a real SQLite file, no VM and no host networking (every case here is refused before
+//! anything touches the host, or is a store rule).
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use hearth_server::models::{now_ms, VmNetwork, VmRecord, VmState};
+use hearth_server::{app, AppState, Config};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+async fn state() -> (tempfile::TempDir, AppState, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    let state = AppState::new(config).await.unwrap();
+    let (_, key) = hearth_server::auth::create_key(&state, "t").await.unwrap();
+    (dir, state, key)
+}
+
+async fn post(state: &AppState, key: &str, uri: &str, body: Value) -> (StatusCode, Value) {
+    let req = Request::post(uri)
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let resp = app(state.clone()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn bad_network_requests_name_the_entry() {
+    let (_dir, st, key) = state().await;
+    let cases = [
+        (
+            json!({"outbound": true, "allow": ["10.0.0.1/8"]}),
+            "10.0.0.1/8",
+        ),
+        (
+            json!({"outbound": true, "allow": ["1.2.3.4:0"]}),
+            "1.2.3.4:0",
+        ),
+        (
+            json!({"outbound": true, "allow": ["example.com"]}),
+            "needs a port",
+        ),
+        (
+            json!({"outbound": true, "allow": ["169.254.169.254"]}),
+            "always denied",
+        ),
+        (json!({"outbound": true, "allow": ["2001:db8::1"]}), "IPv6"),
+        (json!({"outbound": true, "allow": ["a_b:80"]}), "a_b"),
+        (json!({"outbound": false, "allow": ["1.2.3.4"]}), "outbound"),
+    ];
+    for (net, says) in cases {
+        for (uri, body) in [
+            ("/v1/vms", json!({"network": net})),
+            (
+                "/v1/jobs",
+                json!({"language": "sh", "code": "true", "network": net}),
+            ),
+        ] {
+            let (s, v) = post(&st, &key, uri, body).await;
+            assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{uri} {net}: {v}");
+            let msg = v["error"]["message"].as_str().unwrap();
+            assert!(msg.contains(says), "{uri} {net}: {msg}");
+        }
+    }
+    // Unknown fields are refused, not ignored (a typo must not silently mean "no NIC").
+    let (s, v) = post(&st, &key, "/v1/vms", json!({"network": {"outbund": true}})).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    // Nothing was recorded.
+    assert!(st.store.list_vms(&[]).await.unwrap().is_empty());
+}
+
+fn row(subnet: Option<&str>) -> VmRecord {
+    VmRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        state: VmState::Running,
+        image: "img".into(),
+        image_id: "img".into(),
+        vcpus: 1,
+        memory_mib: 256,
+        vmm: None,
+        accel: None,
+        created_at: now_ms(),
+        ready_at: None,
+        boot_ms: None,
+        ttl_s: None,
+        expires_at: None,
+        metadata: BTreeMap::new(),
+        env: BTreeMap::new(),
+        error: None,
+        network: Some(VmNetwork::new(
+            vec!["1.2.3.4:80".into()],
+            subnet.map(String::from),
+        )),
+    }
+}
+
+#[tokio::test]
+async fn one_address_block_per_vm_and_freed_when_dead() {
+    let (_dir, st, _) = state().await;
+    let a = row(Some("172.30.0.0/29"));
+    st.store.insert_vm(&a).await.unwrap();
+    let err = st.store.insert_vm(&row(Some("172.30.0.0/29"))).await;
+    assert!(
+        matches!(err, Err(hearth_server::AppError::Conflict(_))),
+        "{err:?}"
+    );
+    // Many VMs without a block are fine.
+    st.store.insert_vm(&row(None)).await.unwrap();
+    st.store.insert_vm(&row(None)).await.unwrap();
+
+    let got = st.store.vm(&a.id).await.unwrap();
+    let n = got.network.unwrap();
+    assert_eq!(n.allow, ["1.2.3.4:80"]);
+    assert_eq!(n.address.as_deref(), Some("172.30.0.2"));
+
+    // A running VM keeps its block; a deleted one gives it back.
+    st.store.release_subnet(&a.id).await.unwrap();
+    assert_eq!(st.store.used_subnets().await.unwrap().len(), 1);
+    st.store
+        .set_vm_state(&a.id, VmState::Deleted, None)
+        .await
+        .unwrap();
+    st.store.release_subnet(&a.id).await.unwrap();
+    assert!(st.store.used_subnets().await.unwrap().is_empty());
+    st.store
+        .insert_vm(&row(Some("172.30.0.0/29")))
+        .await
+        .unwrap();
+}

@@ -1,0 +1,276 @@
+//! Networked VMs end to end: a real `hearth serve` whose `HEARTH_NET_UPLINK` is a namespace
+//! this test made, with a fake internet behind it ([`net_support`]); real VMs from the
+//! default image; commands in the guest through the API's `/exec`. All traffic stays inside
+//! the test's namespaces. `--nocapture` prints the figures (FIGURES lines).
+
+mod net_support;
+
+use std::time::Duration;
+
+use net_support::server::{DataDir, Server};
+use net_support::*;
+use serde_json::{json, Value};
+
+/// Interfaces other than loopback and the kernel's `sit0` (the agent's jail has no /sys).
+const NICS: &str =
+    "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | grep -vx -e lo -e sit0; true";
+
+/// The banner of `addr:port` as the guest sees it, or "" when unreachable.
+async fn probe(srv: &Server, vm: &str, addr: impl std::fmt::Display, port: u16) -> String {
+    let cmd = format!("busybox nc -w 3 {addr} {port} </dev/null 2>/dev/null | head -n1");
+    srv.sh(vm, &cmd).await.trim().to_string()
+}
+
+fn id(vm: &Value) -> String {
+    vm["id"].as_str().unwrap().to_string()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+async fn firewall(srv: &Server, vm: &str, allow: &[&str]) -> Value {
+    let body = json!({"outbound": true, "allow": allow});
+    let path = format!("/v1/vms/{vm}/firewall/allowlist");
+    let (s, v) = srv.call("POST", &path, Some(body)).await;
+    assert_eq!(s, 200, "{v}");
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn networked_vms_through_the_api() {
+    // Dropped last to first: server, then VM processes, then the namespaces.
+    let world = FakeNet::new();
+    let data = DataDir::new();
+    let mut srv = Server::start(data.path(), &world.server_env());
+    let open = json!({"network": {"outbound": true}});
+
+    // Refusals that need the host's config: an entry inside the VM pool.
+    let bad = json!({"network": {"outbound": true, "allow": ["172.30.0.0/24"]}});
+    let (s, v) = srv.call("POST", "/v1/vms", Some(bad)).await;
+    assert_eq!(s, 422, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("172.30.0.0/24"),
+        "{v}"
+    );
+
+    // What network set-up adds to POST /v1/vms: median of three each, alternating.
+    let (mut plain_t, mut net_t, mut plain, mut a) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..3 {
+        let (vm, t) = srv.create_vm(json!({})).await;
+        plain_t.push(t);
+        plain.push(id(&vm));
+        let (vm, t) = srv.create_vm(open.clone()).await;
+        net_t.push(t);
+        a.push(vm);
+    }
+    let extras: Vec<String> = plain[1..]
+        .iter()
+        .cloned()
+        .chain(a[1..].iter().map(id))
+        .collect();
+    for x in &extras {
+        srv.delete_vm(x).await;
+    }
+    let (plain, a) = (plain[0].clone(), a[0].clone());
+    assert_eq!(a["network"]["allow"], json!([]), "{a}");
+    let a_addr = a["network"]["address"].as_str().unwrap().to_string();
+    let a = id(&a);
+
+    // No network asked: no NIC at all.
+    assert_eq!(srv.sh(&plain, NICS).await.trim(), "", "plain VM has a NIC");
+    let (_, v) = srv.call("GET", &format!("/v1/vms/{plain}"), None).await;
+    assert!(v.get("network").is_none(), "{v}");
+    srv.delete_vm(&plain).await;
+
+    // Open VM: the internet through NAT, never the metadata address or the host.
+    assert_eq!(srv.sh(&a, NICS).await.trim(), "eth0");
+    let banner = probe(&srv, &a, WEB, 80).await;
+    assert!(
+        banner.starts_with(&format!("{WEB}:80 {HOST_WAN}:")),
+        "{banner:?}"
+    );
+    assert_eq!(
+        probe(&srv, &a, METADATA, 80).await,
+        "",
+        "metadata reachable"
+    );
+    assert_eq!(probe(&srv, &a, HOST_WAN, 7000).await, "", "host reachable");
+
+    // TCP throughput VM -> fake internet, measured by the receiving server.
+    let mib = 32u64;
+    srv.sh(
+        &a,
+        &format!(
+            "python3 -c 'import socket; s = socket.create_connection((\"{OTHER}\", 7000)); \
+             s.recv(128); b = bytes(1 << 16); [s.sendall(b) for _ in range({})]; s.close()'",
+            mib * 16
+        ),
+    )
+    .await;
+    let transfers = world.transfers.lock().unwrap().clone();
+    let (bytes, secs) = *transfers
+        .iter()
+        .find(|(b, _)| *b == mib << 20)
+        .unwrap_or_else(|| panic!("{mib} MiB should have arrived: {transfers:?}"));
+
+    // Allowlisted VM: only its entries (plus DNS); the list changes while it runs.
+    let (b, _) = srv
+        .create_vm(json!({"network": {"outbound": true, "allow": [format!("{WEB}:80")]}}))
+        .await;
+    let b_addr = b["network"]["address"].as_str().unwrap().to_string();
+    assert_ne!(a_addr, b_addr, "two VMs with one address");
+    let b = id(&b);
+    assert!(probe(&srv, &b, WEB, 80)
+        .await
+        .starts_with(&format!("{WEB}:80")));
+    assert_eq!(probe(&srv, &b, WEB, 443).await, "", "unlisted port");
+    assert_eq!(probe(&srv, &b, OTHER, 80).await, "", "unlisted address");
+    let (s, fw) = srv
+        .call("GET", &format!("/v1/vms/{b}/firewall"), None)
+        .await;
+    assert_eq!(s, 200, "{fw}");
+    assert_eq!(fw["allow"], json!([format!("{WEB}:80")]), "{fw}");
+    assert!(
+        fw["rules"].as_str().unwrap().contains(&WEB.to_string()),
+        "{fw}"
+    );
+    let fw = firewall(&srv, &b, &[&format!("{OTHER}:80")]).await;
+    assert!(
+        fw["rules"].as_str().unwrap().contains(&OTHER.to_string()),
+        "{fw}"
+    );
+    assert!(probe(&srv, &b, OTHER, 80)
+        .await
+        .starts_with(&format!("{OTHER}:80")));
+    assert_eq!(
+        probe(&srv, &b, WEB, 80).await,
+        "",
+        "old entry still allowed"
+    );
+    let (s, v) = srv
+        .call(
+            "POST",
+            &format!("/v1/vms/{b}/firewall/allowlist"),
+            Some(json!({"outbound": true, "allow": ["1.2.3.4:99999"]})),
+        )
+        .await;
+    assert_eq!(s, 422, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1.2.3.4:99999"),
+        "{v}"
+    );
+
+    // Delete: the host network goes and the address block is freed.
+    srv.delete_vm(&b).await;
+    let (_, v) = srv.call("GET", &format!("/v1/vms/{b}"), None).await;
+    assert!(v["network"]["subnet"].is_null(), "{v}");
+    assert!(
+        !world.leftovers().iter().any(|l| l.contains(&b)),
+        "{:?}",
+        world.leftovers()
+    );
+
+    // Stop tears the network down; start sets it up again on the same addresses.
+    let (s, v) = srv.call("POST", &format!("/v1/vms/{a}/stop"), None).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(world.leftovers().is_empty(), "{:?}", world.leftovers());
+    let (s, v) = srv.call("POST", &format!("/v1/vms/{a}/start"), None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["network"]["address"], a_addr.as_str(), "{v}");
+    assert!(probe(&srv, &a, WEB, 80)
+        .await
+        .starts_with(&format!("{WEB}:80")));
+
+    // SIGKILL the server, leave orphans behind; the restart removes them and keeps A's.
+    srv.kill();
+    let orphan = format!("{}-orphan", world.prefix);
+    sh(&["ip", "netns", "add", &orphan]);
+    let table = format!("{}_vm_orphan", world.prefix);
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &world.host,
+        "nft",
+        "add",
+        "table",
+        "inet",
+        &table,
+    ]);
+    let srv = Server::start(data.path(), &world.server_env());
+    let left = world.leftovers();
+    assert!(!left.iter().any(|l| l.contains("orphan")), "{left:?}");
+    assert!(
+        probe(&srv, &a, WEB, 80)
+            .await
+            .starts_with(&format!("{WEB}:80")),
+        "A lost its network"
+    );
+
+    srv.delete_vm(&a).await;
+    assert!(world.leftovers().is_empty(), "{:?}", world.leftovers());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    eprintln!(
+        "FIGURES create_ms plain={:?} networked={:?} median_plain={} median_networked={} load={}",
+        plain_t.iter().map(Duration::as_millis).collect::<Vec<_>>(),
+        net_t.iter().map(Duration::as_millis).collect::<Vec<_>>(),
+        median(plain_t).as_millis(),
+        median(net_t).as_millis(),
+        load.trim()
+    );
+    eprintln!(
+        "FIGURES tcp_vm_to_internet_MiBps={:.1} ({bytes} bytes in {secs:.2} s)",
+        bytes as f64 / 1048576.0 / secs.max(1e-6)
+    );
+}
+
+/// A host that cannot network VMs (the uplink namespace is missing): networked creates get
+/// a 503 naming the reason; syntax errors are still 422; plain VMs boot as ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_host_networking_only_networked_requests_fail() {
+    let data = DataDir::new();
+    let env = [
+        ("HEARTH_NET_UPLINK", "nosuchuplinkns".to_string()),
+        (
+            "HEARTH_NET_PREFIX",
+            format!("u{:05}", std::process::id() % 100_000),
+        ),
+    ];
+    let srv = Server::start(data.path(), &env);
+    let (s, v) = srv
+        .call(
+            "POST",
+            "/v1/vms",
+            Some(json!({"network": {"outbound": true}})),
+        )
+        .await;
+    assert_eq!(s, 503, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nosuchuplinkns"),
+        "{v}"
+    );
+    let bad = json!({"network": {"outbound": true, "allow": ["example.com"]}});
+    let (s, v) = srv.call("POST", "/v1/vms", Some(bad)).await;
+    assert_eq!(s, 422, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("example.com"),
+        "{v}"
+    );
+    let (vm, _) = srv.create_vm(json!({})).await;
+    assert_eq!(srv.sh(&id(&vm), NICS).await.trim(), "");
+    srv.delete_vm(&id(&vm)).await;
+}
