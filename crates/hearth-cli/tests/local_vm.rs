@@ -206,3 +206,75 @@ fn doctor_boot_fails_loudly_without_an_image() {
     assert_eq!(v["agent_ready"], false);
     assert!(v["boot_error"].as_str().unwrap().contains("missing"), "{v}");
 }
+
+/// The examples the agent issue gives for `hearth run`, each in its own fresh VM.
+#[test]
+fn the_documented_run_examples_hold() {
+    let run = tempfile::tempdir().unwrap();
+    let ok = |args: &[&str]| {
+        let out = hearth(run.path(), args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    };
+
+    assert_eq!(ok(&["run", "--", "id", "-u"]), "1000\n");
+    assert_eq!(
+        hearth(run.path(), &["run", "-c", "exit 7"]).status.code(),
+        Some(7)
+    );
+
+    let json = ok(&[
+        "run",
+        "--lang",
+        "ts",
+        "-c",
+        "result.set({a: 1 + 1})",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["result"], serde_json::json!({"a": 2}), "{json}");
+
+    let js = ok(&[
+        "run",
+        "--lang",
+        "js",
+        "-c",
+        "console.log(process.env.K)",
+        "--env",
+        "K=v",
+    ]);
+    assert_eq!(js, "v\n");
+    assert_eq!(ok(&["run", "--lang", "python", "-c", "print(6*7)"]), "42\n");
+
+    let shadow = hearth(
+        run.path(),
+        &[
+            "run",
+            "--lang",
+            "ts",
+            "-c",
+            r#"Deno.readTextFileSync("/etc/shadow")"#,
+        ],
+    );
+    assert_ne!(shadow.status.code(), Some(0));
+    let err = text(&shadow.stderr);
+    assert!(
+        err.contains("NotCapable") || err.contains("ermission"),
+        "{err}"
+    );
+
+    let yes = hearth(run.path(), &["run", "-c", "yes", "--timeout", "2"]);
+    assert_ne!(yes.status.code(), Some(0));
+    assert_eq!(yes.stdout.len(), hearth_proto::DEFAULT_OUTPUT_CAP);
+    let err = text(&yes.stderr);
+    assert!(
+        err.contains("timed out") && err.contains("truncated"),
+        "{err}"
+    );
+    assert_run_dir_empty(run.path());
+}
