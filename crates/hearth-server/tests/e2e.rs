@@ -5,12 +5,15 @@
 //! the image at `/var/lib/hearth/images/default` (`HEARTH_TEST_IMAGE_DIR` overrides),
 //! which `scripts/test.sh` builds before running the tests.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use support::DataDir;
 
 fn hearth_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("HEARTH_BIN") {
@@ -42,42 +45,6 @@ fn image_dir() -> PathBuf {
 
 /// A temp data dir that, when dropped (test passed or panicked), SIGKILLs every VM
 /// process recorded under it, so a failing test never leaks VMs into the next one.
-struct DataDir(tempfile::TempDir);
-
-impl DataDir {
-    fn new() -> DataDir {
-        DataDir(tempfile::tempdir().unwrap())
-    }
-    fn path(&self) -> &Path {
-        self.0.path()
-    }
-}
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        let Ok(rd) = std::fs::read_dir(self.path().join("vms")) else {
-            return;
-        };
-        for entry in rd.flatten() {
-            let Ok(meta) = std::fs::read(entry.path().join("vm.json")) else {
-                continue;
-            };
-            let v: Value = serde_json::from_slice(&meta).unwrap_or_default();
-            for pid in v["pids"].as_array().into_iter().flatten() {
-                let Some(pid) = pid.as_i64() else { continue };
-                // Only a process whose command line names this VM's dir (a stale pid may
-                // have been reused by someone else's process).
-                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                let dir = entry.path().display().to_string();
-                if String::from_utf8_lossy(&cmdline).contains(&dir) {
-                    // SAFETY: kill(2) on a VM process of this test.
-                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-                }
-            }
-        }
-    }
-}
-
 fn log_file(data: &Path) -> std::fs::File {
     std::fs::OpenOptions::new()
         .create(true)

@@ -6,12 +6,15 @@
 //! The tests take turns (one lock): each boots several VMs and the host is small.
 //! Timeouts are generous and nothing asserts on timing.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
+use support::DataDir;
 
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -189,7 +192,7 @@ fn ms(v: &Value) -> u128 {
 #[tokio::test(flavor = "multi_thread")]
 async fn failure_timeout_cancel_and_the_cli() {
     let _turn = TURN.lock().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = DataDir::new();
     let srv = Server::start_with(dir.path(), 1, &[("HEARTH_MAX_JOB_LOG_BYTES", "65536")]);
 
     // A Python script printing lines then exiting 3: `failed`, exit 3, lines kept.
@@ -295,7 +298,7 @@ async fn failure_timeout_cancel_and_the_cli() {
 #[tokio::test(flavor = "multi_thread")]
 async fn ten_jobs_at_concurrency_two_each_in_its_own_vm() {
     let _turn = TURN.lock().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = DataDir::new();
     let srv = Server::start(dir.path(), 2);
     // Each job checks that nothing of an earlier job is there, then leaves a trace.
     let code = "if [ -e /workspace/trace ]; then echo dirty; exit 1; fi; \
@@ -330,7 +333,7 @@ async fn ten_jobs_at_concurrency_two_each_in_its_own_vm() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_with_jobs_queued_and_running_loses_none() {
     let _turn = TURN.lock().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = DataDir::new();
     let mut srv = Server::start(dir.path(), 2);
     let code = "echo start; sleep 8; echo done";
     let retried = srv.inline("sh", code, json!({"max_retries": 1})).await;

@@ -1,5 +1,5 @@
 //! The worker pool. A worker loops: claim the oldest queued job, run it in a fresh VM,
-//! write the final status, destroy the VM. Idle workers sleep until an enqueue wakes
+//! destroy the VM, write the final status. Idle workers sleep until an enqueue wakes
 //! them ([`super::JobRuntime::notify`]) or the poll interval passes (jobs enqueued by
 //! another process, or a wake-up that raced with a claim).
 
@@ -113,6 +113,10 @@ async fn run_job(state: AppState, me: String, job: JobRecord) {
             Err(e) => out.finish.error = Some(format!("{msg}; requeue failed: {e}")),
         }
     }
+    // Destroy before recording the end: a final status then promises the VM is gone, so
+    // a client (or a server stopping right after) never sees a finished job whose VM
+    // still runs. A crash in between leaves the job `running`, which recovery handles.
+    destroy(state, vm_id.as_deref()).await;
     match state
         .store
         .finish_job(&job.id, me, out.status, &out.finish)
@@ -122,7 +126,6 @@ async fn run_job(state: AppState, me: String, job: JobRecord) {
         Ok(false) => tracing::warn!(job = %job.id, "job was taken from this worker"),
         Err(e) => tracing::error!(job = %job.id, error = %e, "recording the job's end"),
     }
-    destroy(state, vm_id.as_deref()).await;
     state.jobs.unregister(&job.id);
 }
 
