@@ -30,12 +30,25 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-async fn firewall(srv: &Server, vm: &str, allow: &[&str]) -> Value {
-    let body = json!({"outbound": true, "allow": allow});
-    let path = format!("/v1/vms/{vm}/firewall/allowlist");
-    let (s, v) = srv.call("POST", &path, Some(body)).await;
-    assert_eq!(s, 200, "{v}");
-    v
+/// Waits (teardown follows the state change) until no host object matches `what`
+/// ("" = any object of the server's VMs); panics with what is left.
+async fn wait_gone(world: &FakeNet, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let left: Vec<String> = world
+            .leftovers()
+            .into_iter()
+            .filter(|l| l.contains(what))
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left behind: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,32 +131,38 @@ async fn networked_vms_through_the_api() {
         .find(|(b, _)| *b == mib << 20)
         .unwrap_or_else(|| panic!("{mib} MiB should have arrived: {transfers:?}"));
 
-    // Allowlisted VM: only its entries (plus DNS); the list changes while it runs.
-    let (b, _) = srv
-        .create_vm(json!({"network": {"outbound": true, "allow": [format!("{WEB}:80")]}}))
-        .await;
-    let b_addr = b["network"]["address"].as_str().unwrap().to_string();
+    // Allowlisted VM, made and changed with the CLI: only its entries (plus DNS).
+    let web80 = format!("{WEB}:80");
+    let (code, out, err) = srv.cli(&["vm", "create", "--outbound", "--allow", &web80]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains(&format!("allow {web80}")), "{err}");
+    let b = out.trim().to_string();
+    let (_, v) = srv.call("GET", &format!("/v1/vms/{b}"), None).await;
+    let b_addr = v["network"]["address"].as_str().unwrap().to_string();
     assert_ne!(a_addr, b_addr, "two VMs with one address");
-    let b = id(&b);
     assert!(probe(&srv, &b, WEB, 80)
         .await
         .starts_with(&format!("{WEB}:80")));
     assert_eq!(probe(&srv, &b, WEB, 443).await, "", "unlisted port");
     assert_eq!(probe(&srv, &b, OTHER, 80).await, "", "unlisted address");
+    assert_eq!(
+        probe(&srv, &b, METADATA, 80).await,
+        "",
+        "metadata reachable"
+    );
     let (s, fw) = srv
         .call("GET", &format!("/v1/vms/{b}/firewall"), None)
         .await;
     assert_eq!(s, 200, "{fw}");
-    assert_eq!(fw["allow"], json!([format!("{WEB}:80")]), "{fw}");
+    assert_eq!(fw["allow"], json!([web80]), "{fw}");
     assert!(
         fw["rules"].as_str().unwrap().contains(&WEB.to_string()),
         "{fw}"
     );
-    let fw = firewall(&srv, &b, &[&format!("{OTHER}:80")]).await;
-    assert!(
-        fw["rules"].as_str().unwrap().contains(&OTHER.to_string()),
-        "{fw}"
-    );
+    let other80 = format!("{OTHER}:80");
+    let (code, out, err) = srv.cli(&["vm", "firewall", &b, "--outbound", "--allow", &other80]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("allow:   {other80}")), "{out}");
     assert!(probe(&srv, &b, OTHER, 80)
         .await
         .starts_with(&format!("{OTHER}:80")));
@@ -152,13 +171,15 @@ async fn networked_vms_through_the_api() {
         "",
         "old entry still allowed"
     );
-    let (s, v) = srv
-        .call(
-            "POST",
-            &format!("/v1/vms/{b}/firewall/allowlist"),
-            Some(json!({"outbound": true, "allow": ["1.2.3.4:99999"]})),
-        )
-        .await;
+    let (code, out, err) = srv.cli(&["vm", "firewall", &b]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&OTHER.to_string()) && out.contains("host rules:\n"),
+        "{out}"
+    );
+    let bad = json!({"outbound": true, "allow": ["1.2.3.4:99999"]});
+    let path = format!("/v1/vms/{b}/firewall/allowlist");
+    let (s, v) = srv.call("POST", &path, Some(bad)).await;
     assert_eq!(s, 422, "{v}");
     assert!(
         v["error"]["message"]
@@ -172,16 +193,34 @@ async fn networked_vms_through_the_api() {
     srv.delete_vm(&b).await;
     let (_, v) = srv.call("GET", &format!("/v1/vms/{b}"), None).await;
     assert!(v["network"]["subnet"].is_null(), "{v}");
+    wait_gone(&world, &b).await;
+
+    // A job with an allowlist runs in a networked VM of its own.
+    let job = json!({"language": "sh", "network": {"outbound": true, "allow": [web80]},
+        "code": format!("busybox nc -w 3 {WEB} 80 </dev/null | head -n1")});
+    let (s, v) = srv.call("POST", "/v1/jobs", Some(job)).await;
+    assert_eq!(s, 202, "{v}");
+    let job = v["job_id"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        let (_, j) = srv.call("GET", &format!("/v1/jobs/{job}"), None).await;
+        if !matches!(j["status"].as_str(), Some("queued" | "running")) {
+            assert_eq!(j["status"], "succeeded", "{j}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "job never ended: {j}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (_, logs) = srv.call("GET", &format!("/v1/jobs/{job}/logs"), None).await;
     assert!(
-        !world.leftovers().iter().any(|l| l.contains(&b)),
-        "{:?}",
-        world.leftovers()
+        logs.as_str().unwrap().starts_with(&format!("{WEB}:80 ")),
+        "{logs}"
     );
 
     // Stop tears the network down; start sets it up again on the same addresses.
     let (s, v) = srv.call("POST", &format!("/v1/vms/{a}/stop"), None).await;
     assert_eq!(s, 200, "{v}");
-    assert!(world.leftovers().is_empty(), "{:?}", world.leftovers());
+    wait_gone(&world, "").await;
     let (s, v) = srv.call("POST", &format!("/v1/vms/{a}/start"), None).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["network"]["address"], a_addr.as_str(), "{v}");
@@ -206,6 +245,7 @@ async fn networked_vms_through_the_api() {
         &table,
     ]);
     let srv = Server::start(data.path(), &world.server_env());
+    // Reconciliation runs before the server listens: no waiting here.
     let left = world.leftovers();
     assert!(!left.iter().any(|l| l.contains("orphan")), "{left:?}");
     assert!(
@@ -216,7 +256,7 @@ async fn networked_vms_through_the_api() {
     );
 
     srv.delete_vm(&a).await;
-    assert!(world.leftovers().is_empty(), "{:?}", world.leftovers());
+    wait_gone(&world, "").await;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     eprintln!(
         "FIGURES create_ms plain={:?} networked={:?} median_plain={} median_networked={} load={}",

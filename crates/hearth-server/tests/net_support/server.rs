@@ -76,6 +76,7 @@ pub struct Server {
     child: Child,
     pub url: String,
     key: String,
+    data: PathBuf,
 }
 
 impl Server {
@@ -112,6 +113,7 @@ impl Server {
             child,
             url,
             key: key.trim().to_string(),
+            data: data.to_path_buf(),
         }
     }
 
@@ -156,6 +158,22 @@ impl Server {
             .await;
         assert_eq!(s, 200, "{r}");
         r["stdout"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// The `hearth` CLI against this server: (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(hearth_bin())
+            .args(args)
+            .env("HEARTH_URL", &self.url)
+            .env("HEARTH_DATA_DIR", &self.data) // the key comes from admin.key
+            .env_remove("HEARTH_API_KEY")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
     }
 
     pub fn kill(&mut self) {
