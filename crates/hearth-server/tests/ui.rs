@@ -178,9 +178,11 @@ fn admin_ui_in_a_real_browser() {
     let status = run_node(&srv, &screenshots);
     if !status.success() {
         let log = std::fs::read_to_string(data.0.path().join("server.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        let tail = &lines[lines.len().saturating_sub(40)..];
-        eprintln!("server log (last lines):\n{}", tail.join("\n"));
+        // Only the log records: a boot failure's record is followed by the whole guest
+        // console, which would push everything else out of view.
+        let records: Vec<&str> = log.lines().filter(|l| l.starts_with("20")).collect();
+        let tail = &records[records.len().saturating_sub(40)..];
+        eprintln!("server log (last records):\n{}", tail.join("\n"));
     }
     assert!(status.success(), "ui.test.mjs failed: {status}");
     eprintln!(

@@ -171,6 +171,19 @@ try {
   await noError();
   await shot('jobs');
 
+  step('cancel a long job');
+  await page.selectOption('#job-form select[name=language]', 'sh');
+  await page.fill('#job-form textarea[name=code]', 'sleep 600');
+  await page.click('#job-form button[type=submit]');
+  await page.locator('#job-status', { hasText: 'queued ' }).filter({ hasNotText: jobId }).waitFor();
+  const longId = (await page.locator('#job-status').textContent()).match(/queued (\S+)/)[1];
+  const longRow = page.locator(`#job-table tbody tr[data-id="${longId}"]`);
+  // Newest first: the job just submitted is the first row.
+  assert.equal(await page.locator('#job-table tbody tr').first().getAttribute('data-id'), longId);
+  await longRow.getByRole('button', { name: 'Cancel' }).click();
+  await longRow.locator('td.status', { hasText: 'cancelled' }).waitFor({ timeout: JOB_MS });
+  await noError();
+
   step('images: the default image is marked');
   await page.click('nav .tab[data-tab=images]');
   const imgRow = page.locator('#image-table tbody tr')

@@ -218,7 +218,7 @@ async function createVm(ev) {
   const status = $('#vm-create-status');
   status.textContent = 'booting…';
   // Show the `creating` row while the boot (seconds) is under way.
-  setTimeout(() => loadVms().catch(() => {}), 400);
+  setTimeout(poll, 400);
   const vm = await act('Creating VM', f.querySelector('[type=submit]'), async () => {
     const vm = await api('POST', '/v1/vms', body);
     await loadVms();
@@ -446,6 +446,7 @@ function init() {
   $('#new-key-done').addEventListener('click', hideNewKey);
 
   ui.tab = TABS.includes(location.hash.slice(1)) ? location.hash.slice(1) : 'vms';
+  // Cosmetic only: an unreachable server shows up as an error on the first API call.
   fetch('/healthz').then((r) => r.json()).then((h) => {
     $('#version').textContent = 'v' + h.version;
   }).catch(() => {});
