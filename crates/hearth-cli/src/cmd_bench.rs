@@ -1,4 +1,5 @@
-//! `hearth bench boot|exec`: performance figures from real VMs of the default image.
+//! `hearth bench boot|exec|upload|jobs`: performance figures from real VMs of the
+//! default image.
 use std::time::{Duration, Instant};
 
 use hearth_proto::{ExecRequest, AGENT_PORT};
@@ -15,10 +16,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// In one VM: N `true` execs through the agent vs N raw vsock round trips.
+    /// In one VM: N `true` execs through the agent vs N raw vsock echo round trips.
     Exec {
         #[arg(long, default_value_t = 100)]
         n: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Streams a tar.gz of MIB MiB of incompressible data into a VM's workspace.
+    Upload {
+        #[arg(long, default_value_t = 100)]
+        mib: usize,
         #[arg(long)]
         json: bool,
     },
@@ -47,17 +55,42 @@ pub async fn main(cmd: Command) -> anyhow::Result<i32> {
         Command::Exec { n, json } => {
             let spec = cmd_run::spec_for(&image, 1, 512)?;
             let (vm, _) = cmd_run::boot(&spec).await?;
-            let result = exec_bench(&vm, n.max(1)).await;
+            let result = match exec_bench(&vm, n.max(1)).await {
+                Ok(r) => crate::bench_io::echo(&vm, n.max(1)).await.map(|e| (r, e)),
+                Err(e) => Err(e),
+            };
             vm.destroy().await?;
-            let (exec, health, connect) = result?;
+            let ((exec, health, connect), (echo_open, echo_new)) = result?;
             report(
                 json,
                 vec![
                     ("exec_true_ms", ms(&exec)),
                     ("health_ms", ms(&health)),
                     ("vsock_connect_ms", ms(&connect)),
+                    ("echo64_open_ms", ms(&echo_open)),
+                    ("echo64_new_conn_ms", ms(&echo_new)),
                 ],
             );
+        }
+        Command::Upload { mib, json } => {
+            let spec = cmd_run::spec_for(&image, 1, 512)?;
+            let (vm, _) = cmd_run::boot(&spec).await?;
+            let result = crate::bench_io::upload(&vm, mib.max(1)).await;
+            vm.destroy().await?;
+            let (size, took) = result?;
+            let mibps = size as f64 / (1 << 20) as f64 / took.as_secs_f64();
+            if json {
+                println!(
+                    "{}",
+                    json!({"archive_bytes": size, "seconds": took.as_secs_f64(), "mib_per_s": mibps})
+                );
+            } else {
+                println!(
+                    "upload  archive={:.1} MiB  time={:.2} s  throughput={mibps:.1} MiB/s",
+                    size as f64 / (1 << 20) as f64,
+                    took.as_secs_f64()
+                );
+            }
         }
     }
     Ok(0)

@@ -1,6 +1,7 @@
 //! `hearth`: the one user-facing binary. This file only parses the command line and
 //! dispatches; each command family lives in its own module.
 
+mod bench_io;
 mod client;
 mod cmd_bench;
 mod cmd_bench_jobs;
