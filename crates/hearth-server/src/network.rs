@@ -152,7 +152,11 @@ pub async fn setup(state: &AppState, vm: &VmRecord, n: &VmNetwork) -> Result<Net
     let net = state.net.available().await?.clone();
     let subnet = subnet_of(vm)?;
     let (id, req) = (vm.id.clone(), NetRequest::from(&n.spec()));
-    blocking(move || net.setup(&id, subnet, &req)).await
+    let started = std::time::Instant::now();
+    let info = blocking(move || net.setup(&id, subnet, &req)).await?;
+    let setup_ms = started.elapsed().as_millis() as u64;
+    tracing::info!(vm = %vm.id, %subnet, setup_ms, "VM network set up");
+    Ok(info)
 }
 
 pub fn attachment(info: &NetAttachmentInfo) -> hearth_vmm::NetAttachment {

@@ -98,6 +98,20 @@ async fn networked_vms_through_the_api() {
     assert_eq!(srv.sh(&plain, NICS).await.trim(), "", "plain VM has a NIC");
     let (_, v) = srv.call("GET", &format!("/v1/vms/{plain}"), None).await;
     assert!(v.get("network").is_none(), "{v}");
+    let (s, v) = srv
+        .call("GET", &format!("/v1/vms/{plain}/firewall"), None)
+        .await;
+    assert_eq!((s, &v["outbound"]), (200, &json!(false)), "{v}");
+    let path = format!("/v1/vms/{plain}/firewall/allowlist");
+    let (s, v) = srv.call("POST", &path, Some(open["network"].clone())).await;
+    assert_eq!(s, 409, "a NIC cannot be added to a running VM: {v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no network"),
+        "{v}"
+    );
     srv.delete_vm(&plain).await;
 
     // Open VM: the internet through NAT, never the metadata address or the host.
