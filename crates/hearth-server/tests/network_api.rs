@@ -141,3 +141,25 @@ async fn one_address_block_per_vm_and_freed_when_dead() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn openapi_documents_the_network_fields_and_routes() {
+    let (_dir, st, _) = state().await;
+    let req = Request::get("/openapi.json").body(Body::empty()).unwrap();
+    let resp = app(st).oneshot(req).await.unwrap();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let doc: Value = serde_json::from_slice(&bytes).unwrap();
+    for schema in ["NetworkSpec", "VmNetwork", "FirewallView"] {
+        assert!(
+            doc["components"]["schemas"].get(schema).is_some(),
+            "{schema} missing"
+        );
+    }
+    let paths = &doc["paths"];
+    assert!(paths["/v1/vms/{id}/firewall"].get("get").is_some());
+    assert!(paths["/v1/vms/{id}/firewall/allowlist"]
+        .get("post")
+        .is_some());
+    let create = doc["components"]["schemas"]["CreateVmRequest"].to_string();
+    assert!(create.contains("network"), "{create}");
+}
