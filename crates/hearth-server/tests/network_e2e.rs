@@ -178,6 +178,9 @@ async fn networked_vms_through_the_api() {
         "",
         "metadata reachable"
     );
+    let dns = probe(&srv, &b, DNS, 53).await;
+    assert!(dns.starts_with(&format!("{DNS}:53")), "resolver: {dns:?}");
+    assert_eq!(probe(&srv, &b, WEB, 53).await, "", "port 53 elsewhere");
     let (s, fw) = srv
         .call("GET", &format!("/v1/vms/{b}/firewall"), None)
         .await;

@@ -120,7 +120,8 @@ impl FakeNet {
                 sh(&args);
             }
         }
-        for (ns, port) in [(&i, 80), (&i, 443), (&i, 7000), (&h, 7000)] {
+        // 53 on every internet address: TCP to the resolver is DNS too (and to others not).
+        for (ns, port) in [(&i, 53), (&i, 80), (&i, 443), (&i, 7000), (&h, 7000)] {
             w.serve(ns, port);
         }
         w
