@@ -208,6 +208,15 @@ async fn networked_vms_through_the_api() {
         out.contains(&OTHER.to_string()) && out.contains("host rules:\n"),
         "{out}"
     );
+    // The host rules themselves changed (the guest's own rules alone would pass the probes).
+    let (_, fw) = srv
+        .call("GET", &format!("/v1/vms/{b}/firewall"), None)
+        .await;
+    let rules = fw["rules"].as_str().unwrap();
+    assert!(
+        rules.contains(&format!("{OTHER}")) && !rules.contains(&format!("{WEB}")),
+        "{rules}"
+    );
     let bad = json!({"outbound": true, "allow": ["1.2.3.4:99999"]});
     let path = format!("/v1/vms/{b}/firewall/allowlist");
     let (s, v) = srv.call("POST", &path, Some(bad)).await;
