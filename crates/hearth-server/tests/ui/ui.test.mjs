@@ -65,6 +65,14 @@ const errorBanner = page.locator('#error');
 const noError = async () => {
   if (await errorBanner.isVisible()) assert.fail('error shown: ' + await errorBanner.textContent());
 };
+// Waits for `loc`, or fails at once with the error the page shows instead (a failed
+// boot should not look like a time-out).
+async function until(loc, timeout) {
+  // `:visible`: the hidden banner is always in the DOM and must not count as a match.
+  await loc.or(page.locator('#error:visible')).first().waitFor({ timeout });
+  await noError();
+}
+const FINAL = /^(succeeded|failed|timed_out|cancelled|error)$/;
 const vmRow = (id) => page.locator(`#vm-table tbody tr[data-id="${id}"]`);
 
 async function shot(name) {
@@ -90,7 +98,7 @@ try {
   step('enter the key');
   await page.fill('#key-input', key);
   await page.click('#key-form button[type=submit]');
-  await page.locator('#vm-table td.empty', { hasText: 'No VMs' }).waitFor();
+  await until(page.locator('#vm-table td.empty', { hasText: 'No VMs' }));
   assert.equal(await page.evaluate(() => sessionStorage.getItem('hearth.apiKey')), key);
   assert.ok(!page.url().includes(key), 'the key never goes into the URL');
   await noError();
@@ -102,11 +110,10 @@ try {
   await page.fill('#vm-create input[name=ttl_s]', '900');
   await page.click('#vm-create button[type=submit]');
   const status = page.locator('#vm-create-status');
-  await status.filter({ hasText: 'created ' }).waitFor({ timeout: BOOT_MS });
-  await noError();
+  await until(status.filter({ hasText: 'created ' }), BOOT_MS);
   const vmId = (await status.textContent()).match(/created (\S+)/)[1];
   step(`VM ${vmId} created`);
-  await vmRow(vmId).locator('td.state', { hasText: 'running' }).waitFor({ timeout: BOOT_MS });
+  await until(vmRow(vmId).locator('td.state', { hasText: 'running' }), BOOT_MS);
   const cells = await vmRow(vmId).locator('td').allTextContents();
   const { images } = await apiCall('GET', '/v1/images');
   const defaultImage = images.find((i) => i.is_default).name;
@@ -119,21 +126,21 @@ try {
   assert.equal(await page.locator('#vm-detail-id').textContent(), vmId, 'the new VM is open');
   await page.fill('#exec-cmd', 'id -u');
   await page.click('#exec-form button[type=submit]');
-  await page.locator('#exec-result').waitFor({ timeout: 60_000 });
+  await until(page.locator('#exec-result'), 60_000);
   assert.equal(await page.locator('#exec-exit').textContent(), '0');
   assert.equal((await page.locator('#exec-stdout').textContent()).trim(), '1000');
 
   step('exec output is shown as text, not markup');
   await page.fill('#exec-cmd', `echo '<img src=x id=pwned>'; echo oops >&2; exit 3`);
   await page.click('#exec-form button[type=submit]');
-  await page.locator('#exec-exit', { hasText: '3' }).waitFor({ timeout: 60_000 });
+  await until(page.locator('#exec-exit', { hasText: '3' }), 60_000);
   assert.equal((await page.locator('#exec-stdout').textContent()).trim(), '<img src=x id=pwned>');
   assert.equal((await page.locator('#exec-stderr').textContent()).trim(), 'oops');
   assert.equal(await page.locator('#pwned').count(), 0);
 
   step('console tail');
   await page.click('#console-load');
-  await page.locator('#console-log').waitFor();
+  await until(page.locator('#console-log'));
   assert.ok((await page.locator('#console-log').textContent()).length > 20, 'console has lines');
   await noError();
 
@@ -147,10 +154,9 @@ try {
 
   step('stop and start the VM');
   await vmRow(vmId).getByRole('button', { name: 'Stop' }).click();
-  await vmRow(vmId).locator('td.state', { hasText: 'stopped' }).waitFor({ timeout: 60_000 });
+  await until(vmRow(vmId).locator('td.state', { hasText: 'stopped' }), 60_000);
   await vmRow(vmId).getByRole('button', { name: 'Start' }).click();
-  await vmRow(vmId).locator('td.state', { hasText: 'running' }).waitFor({ timeout: BOOT_MS });
-  await noError();
+  await until(vmRow(vmId).locator('td.state', { hasText: 'running' }), BOOT_MS);
 
   step('submit a python job');
   await page.click('nav .tab[data-tab=jobs]');
@@ -158,11 +164,12 @@ try {
   await page.fill('#job-form textarea[name=code]',
     'print("hello from the ui test")\nprint("<b>not bold</b>")');
   await page.click('#job-form button[type=submit]');
-  await page.locator('#job-status', { hasText: 'queued ' }).waitFor();
-  await noError();
+  await until(page.locator('#job-status', { hasText: 'queued ' }));
   const jobId = (await page.locator('#job-status').textContent()).match(/queued (\S+)/)[1];
   const jobRow = page.locator(`#job-table tbody tr[data-id="${jobId}"]`);
-  await jobRow.locator('td.status', { hasText: 'succeeded' }).waitFor({ timeout: JOB_MS });
+  await until(jobRow.locator('td.status').filter({ hasText: FINAL }), JOB_MS);
+  const ended = await jobRow.locator('td.status').textContent();
+  assert.equal(ended, 'succeeded', 'job: ' + await page.locator('#job-detail').textContent());
   assert.equal(await jobRow.locator('td.exit').textContent(), '0');
   step(`job ${jobId} succeeded`);
   await page.locator('#job-log', { hasText: 'hello from the ui test' }).waitFor();
@@ -175,14 +182,14 @@ try {
   await page.selectOption('#job-form select[name=language]', 'sh');
   await page.fill('#job-form textarea[name=code]', 'sleep 600');
   await page.click('#job-form button[type=submit]');
-  await page.locator('#job-status', { hasText: 'queued ' }).filter({ hasNotText: jobId }).waitFor();
+  await until(page.locator('#job-status', { hasText: 'queued ' }).filter({ hasNotText: jobId }));
   const longId = (await page.locator('#job-status').textContent()).match(/queued (\S+)/)[1];
   const longRow = page.locator(`#job-table tbody tr[data-id="${longId}"]`);
   // Newest first: the job just submitted is the first row.
   assert.equal(await page.locator('#job-table tbody tr').first().getAttribute('data-id'), longId);
   await longRow.getByRole('button', { name: 'Cancel' }).click();
-  await longRow.locator('td.status', { hasText: 'cancelled' }).waitFor({ timeout: JOB_MS });
-  await noError();
+  await until(longRow.locator('td.status').filter({ hasText: FINAL }), JOB_MS);
+  assert.equal(await longRow.locator('td.status').textContent(), 'cancelled');
 
   step('images: the default image is marked');
   await page.click('nav .tab[data-tab=images]');
@@ -195,7 +202,7 @@ try {
   await page.click('nav .tab[data-tab=keys]');
   await page.fill('#key-create input[name=name]', 'ui-test-key');
   await page.click('#key-create button[type=submit]');
-  await page.locator('#new-key').waitFor();
+  await until(page.locator('#new-key'));
   const newKey = (await page.locator('#new-key-value').textContent()).trim();
   assert.ok(newKey.length >= 20 && newKey !== key, 'a fresh key is shown');
   const keyRow = page.locator('#key-table tbody tr', { hasText: 'ui-test-key' });
