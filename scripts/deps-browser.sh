@@ -32,11 +32,18 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
         apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
     fi
 fi
+# playwright-core needs node >= 20; Debian 12's own nodejs is 18, the machine image's is 20.
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 20 ]; then
+    echo "deps-browser: node $(node --version) is too old: playwright-core needs node >= 20" >&2
+    exit 1
+fi
 
 ui=crates/hearth-server/tests/ui
 # `npm ci` wipes and reinstalls node_modules; skip it while the lockfile is unchanged.
 stamp="$ui/node_modules/.lock-stamp"
-if [ -f "$stamp" ] && cmp -s "$stamp" "$ui/package-lock.json"; then
+if [ -f "$ui/node_modules/playwright-core/package.json" ] && [ -f "$stamp" ] &&
+    cmp -s "$stamp" "$ui/package-lock.json"; then
     echo "deps-browser: node modules up to date" >&2
 else
     echo "deps-browser: npm ci in $ui" >&2

@@ -186,7 +186,7 @@ fn admin_ui_in_a_real_browser() {
     }
     assert!(status.success(), "ui.test.mjs failed: {status}");
     eprintln!(
-        "screenshots: {}/{{vms,jobs,keys}}.png",
+        "screenshots: {}/{{vms,jobs,keys,wrong-key}}.png",
         screenshots.display()
     );
 }

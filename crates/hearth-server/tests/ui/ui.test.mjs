@@ -3,8 +3,8 @@
 //   node ui.test.mjs <base-url> <api-key>
 //
 // Run by tests/ui.rs, which starts the server. Exits 0 when every check passed.
-// HEARTH_UI_SCREENSHOTS=dir saves vms.png (a running VM, exec and console), jobs.png
-// and keys.png there, to look at what a person sees.
+// HEARTH_UI_SCREENSHOTS=dir saves vms.png (a running VM, exec and console), jobs.png,
+// keys.png and wrong-key.png there, to look at what a person sees.
 import { chromium } from 'playwright-core';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -233,6 +233,7 @@ try {
   const msg = await errorBanner.textContent();
   assert.match(msg, /invalid API key/);
   assert.match(msg, /HTTP 401/);
+  await shot('wrong-key');
 
   const unexpected = consoleErrors.filter((t) => !expectedError(t));
   assert.deepEqual(unexpected, [], 'no console errors (CSP violations, exceptions)');

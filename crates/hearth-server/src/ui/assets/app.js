@@ -121,7 +121,8 @@ function showError(what, e) {
   const msg = e instanceof ApiError
     ? `${what} failed: ${e.message} (HTTP ${e.status || '—'}, ${e.code})`
     : `${what} failed: ${e && e.message ? e.message : e}`;
-  $('#error-text').textContent = msg;
+  const hint = e instanceof ApiError && e.status === 401 ? ' — enter a valid key above' : '';
+  $('#error-text').textContent = msg + hint;
   $('#error').hidden = false;
 }
 
@@ -409,6 +410,7 @@ function applyKey() {
   $('#key-input').placeholder = has ? 'key set (enter another to replace it)' : 'hearth_…';
   // Rows loaded with another key must not linger under the new one.
   for (const t of document.querySelectorAll('main table')) t.tBodies[0].replaceChildren();
+  for (const s of document.querySelectorAll('main .status')) s.textContent = '';
   openVm(null);
   ui.job = null;
   $('#job-detail').hidden = true;
