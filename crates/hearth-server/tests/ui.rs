@@ -7,6 +7,7 @@
 //! would look green while testing nothing.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -144,13 +145,15 @@ impl Drop for Server {
     }
 }
 
-/// Runs `node ui.test.mjs`, killing it if it outlives `timeout`.
+/// Runs `node ui.test.mjs`, killing it and its Chromium if it outlives [`UI_TIMEOUT`].
 fn run_node(srv: &Server, screenshots: &Path) -> std::process::ExitStatus {
     let mut child = Command::new("node")
         .arg("ui.test.mjs")
         .args([&srv.url, &srv.key])
         .current_dir(ui_dir())
         .env("HEARTH_UI_SCREENSHOTS", screenshots)
+        // Its own process group, so a time-out kills the browser processes too.
+        .process_group(0)
         .spawn()
         .expect("spawn node");
     let deadline = Instant::now() + UI_TIMEOUT;
@@ -159,7 +162,8 @@ fn run_node(srv: &Server, screenshots: &Path) -> std::process::ExitStatus {
             return st;
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
+            // SAFETY: kill(2) on the process group of our own child.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
             let _ = child.wait();
             panic!("the browser test ran longer than {UI_TIMEOUT:?}");
         }
