@@ -7,58 +7,13 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::DataDir;
-
-fn hearth_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("HEARTH_BIN") {
-        return p.into();
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let p = target.join("debug/hearth");
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo build -p hearth-cli` first",
-        p.display()
-    );
-    p
-}
-
-fn image_dir() -> PathBuf {
-    let dir = std::env::var_os("HEARTH_TEST_IMAGE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/var/lib/hearth/images/default".into());
-    assert!(
-        dir.join("vmlinux").exists() && dir.join("rootfs.ext4").exists(),
-        "no image in {}: run `hearth image build --name default` first",
-        dir.display()
-    );
-    dir
-}
-
-/// A temp data dir that, when dropped (test passed or panicked), SIGKILLs every VM
-/// process recorded under it, so a failing test never leaks VMs into the next one.
-fn log_file(data: &Path) -> std::fs::File {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(data.join("server.log"))
-        .unwrap()
-}
-
-struct Server {
-    child: Child,
-    url: String,
-    key: String,
-    data: PathBuf,
-}
+use support::{hearth_bin, DataDir, Server};
 
 impl Server {
     fn start(data: &Path) -> Server {
@@ -66,65 +21,7 @@ impl Server {
     }
 
     fn start_with(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
-        let img = image_dir();
-        let mut cmd = Command::new(hearth_bin());
-        cmd.args(["serve", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .env("HEARTH_DATA_DIR", data)
-            .env("KERNEL_PATH", img.join("vmlinux"))
-            .env("BASE_ROOTFS_PATH", img.join("rootfs.ext4"))
-            .env("HEARTH_LOG", "info")
-            .stdout(Stdio::piped())
-            // Appended across restarts; read it when a test fails.
-            .stderr(log_file(data));
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawn hearth serve");
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).expect("read listen line");
-        let addr = line
-            .trim()
-            .strip_prefix("hearth: listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-        let key = std::fs::read_to_string(data.join("admin.key"))
-            .unwrap()
-            .trim()
-            .to_string();
-        Server {
-            child,
-            url: addr,
-            key,
-            data: data.to_path_buf(),
-        }
-    }
-
-    fn client(&self) -> reqwest::Client {
-        reqwest::Client::builder()
-            .timeout(Duration::from_secs(300))
-            .build()
-            .unwrap()
-    }
-
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut req = self
-            .client()
-            .request(m, format!("{}{path}", self.url))
-            .bearer_auth(&self.key);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.unwrap();
-        let v = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-        (status, v)
+        Server::spawn(data, args, env)
     }
 
     async fn create_vm(&self, body: Value) -> String {
@@ -171,13 +68,6 @@ impl Server {
             .iter()
             .map(|p| p.as_i64().unwrap() as i32)
             .collect()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -8,49 +8,14 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
-use support::DataDir;
+use support::{hearth_bin, DataDir, Server};
 
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn hearth_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("HEARTH_BIN") {
-        return p.into();
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let p = target.join("debug/hearth");
-    assert!(
-        p.exists(),
-        "{} is missing: cargo build -p hearth-cli",
-        p.display()
-    );
-    p
-}
-
-fn image_dir() -> PathBuf {
-    let dir = std::env::var_os("HEARTH_TEST_IMAGE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/var/lib/hearth/images/default".into());
-    assert!(
-        dir.join("vmlinux").exists() && dir.join("rootfs.ext4").exists(),
-        "no image in {}: run `hearth image build --name default` first",
-        dir.display()
-    );
-    dir
-}
-
-struct Server {
-    child: Child,
-    url: String,
-    key: String,
-}
 
 impl Server {
     fn start(data: &Path, concurrency: u32) -> Server {
@@ -58,47 +23,10 @@ impl Server {
     }
 
     fn start_with(data: &Path, concurrency: u32, env: &[(&str, &str)]) -> Server {
-        let img = image_dir();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(data.join("server.log"))
-            .unwrap();
-        let mut child = Command::new(hearth_bin())
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("HEARTH_DATA_DIR", data)
-            .env("KERNEL_PATH", img.join("vmlinux"))
-            .env("BASE_ROOTFS_PATH", img.join("rootfs.ext4"))
-            .env("HEARTH_JOB_CONCURRENCY", concurrency.to_string())
-            .env("HEARTH_LOG", "info")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("spawn hearth serve");
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).expect("read listen line");
-        let url = line
-            .trim()
-            .strip_prefix("hearth: listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-        let key = std::fs::read_to_string(data.join("admin.key")).unwrap();
-        Server {
-            child,
-            url,
-            key: key.trim().to_string(),
-        }
-    }
-
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let (s, text) = self.raw(method, path, body.map(|b| b.to_string())).await;
-        (
-            s,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        // The concurrency first, so a test's own env can still override it.
+        let mut all = vec![("HEARTH_JOB_CONCURRENCY", concurrency.to_string())];
+        all.extend(env.iter().map(|(k, v)| (*k, v.to_string())));
+        Server::spawn(data, &[], &all)
     }
 
     async fn raw(&self, method: &str, path: &str, body: Option<String>) -> (u16, String) {
@@ -172,13 +100,6 @@ impl Server {
         let (s, v) = self.call("GET", &format!("/v1/vms/{vm}"), None).await;
         assert_eq!(s, 200, "{v}");
         v["state"].as_str().unwrap().to_string()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -4,6 +4,7 @@
 //! the test's namespaces. `--nocapture` prints the figures (FIGURES lines).
 
 mod net_support;
+mod support;
 
 use std::time::Duration;
 
