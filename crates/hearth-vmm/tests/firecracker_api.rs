@@ -21,6 +21,13 @@ fn ip(args: &[&str]) {
     assert!(ok, "ip {args:?}");
 }
 
+/// Says why a test does nothing. Written to stderr directly, not with `eprintln!`, which
+/// the test harness captures and hides for passing tests: CI must show the reason.
+fn skip(why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipping: {why}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn firecracker_accepts_the_whole_configuration() {
     let fc = Selection::from_env()
@@ -28,11 +35,11 @@ async fn firecracker_accepts_the_whole_configuration() {
         .firecracker_bin
         .or_else(|| hearth_vmm::detect::find_binary(hearth_vmm::detect::FIRECRACKER));
     let Some(fc) = fc else {
-        println!("skipping: firecracker binary not found on PATH");
+        skip("firecracker binary not found on PATH");
         return;
     };
     if !std::path::Path::new("/dev/kvm").exists() {
-        println!("skipping: /dev/kvm not found (firecracker needs it even when forced)");
+        skip("/dev/kvm not found (firecracker needs it even when forced)");
         return;
     }
     let ns = Netns(format!("hvmm-fc-{}", std::process::id()));
@@ -81,7 +88,7 @@ async fn jailed_firecracker_accepts_the_configuration() {
         .jailer_bin
         .or_else(|| hearth_vmm::detect::find_binary("jailer"));
     let (Some(fc), Some(jailer)) = (fc, jailer) else {
-        println!("skipping: firecracker and jailer binaries not both found on PATH");
+        skip("firecracker and jailer binaries not both found on PATH");
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
