@@ -51,12 +51,10 @@ async fn boot(
 
 /// `sh -c script` in the guest; returns stdout (stderr is appended on failure for context).
 async fn sh(h: &VmHandle, script: &str) -> String {
-    // Non-streaming exec answers only when the command ends; the client's default 10 s
-    // "connect" timeout covers that whole wait, and denied probes and the throughput run
-    // are slow under TCG.
-    let mut agent = h.agent();
-    agent.connect_timeout = Duration::from_secs(180);
-    let r = agent
+    // A buffered exec waits for its own timeout_ms (denied probes and the throughput run
+    // are slow under TCG).
+    let r = h
+        .agent()
         .exec(&ExecRequest {
             cmd: script.into(),
             timeout_ms: Some(120_000),

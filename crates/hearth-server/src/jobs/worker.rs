@@ -222,9 +222,7 @@ async fn run_in_vm(
     token: &CancellationToken,
 ) -> Result<Outcome> {
     let (_, handle) = vms::running_handle(state, vm_id).await?;
-    let mut agent = handle.agent();
-    // Under TCG on a loaded host the agent can take a while to answer headers.
-    agent.connect_timeout = Duration::from_secs(60);
+    let agent = handle.agent();
     let name = script_file_name(job);
     let archive = workspace_archive(&name, code, &job.params.files)?;
     let body = futures::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(archive)) });

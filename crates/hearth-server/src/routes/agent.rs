@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -58,23 +58,10 @@ fn check_timeout(state: &AppState, t: Option<u64>) -> Result<()> {
     }
 }
 
-/// An agent client that waits long enough for the answer: the client's default limit
-/// covers sending the request and receiving the headers, and a buffered exec or an
-/// upload only gets its headers once the program (or the extraction) has finished.
-fn agent(h: &hearth_vmm::VmHandle, timeout_ms: Option<u64>) -> hearth_vmm::AgentClient {
-    let mut a = h.agent();
-    let run_for = timeout_ms.unwrap_or(hearth_proto::DEFAULT_TIMEOUT_MS);
-    a.connect_timeout = Duration::from_millis(run_for) + AGENT_GRACE;
-    a
-}
-
 /// Maps a failed agent call, telling "VM gone" (409) from "agent not answering" (502).
 fn call_err(h: &hearth_vmm::VmHandle) -> impl Fn(hearth_vmm::Error) -> AppError + '_ {
     move |e| from_agent_call(e, h.is_alive())
 }
-
-/// Slack on top of a call's own timeout (the agent kills at the timeout, then reports).
-const AGENT_GRACE: Duration = Duration::from_secs(30);
 
 /// Records a call in the history before the answer goes out, so a client that reads
 /// the history right after a call sees it. A failure to record does not fail the call.
@@ -205,7 +192,7 @@ async fn exec(
     for (k, v) in vm.env {
         req.env.entry(k).or_insert(v);
     }
-    let agent = agent(&h, req.timeout_ms);
+    let agent = h.agent();
     if q.stream {
         let events = agent.exec_stream(&req).await.map_err(call_err(&h))?;
         return Ok(ndjson(state, id, "exec", input, h, events));
@@ -250,7 +237,7 @@ async fn run(
             req.env.push(format!("{k}={v}"));
         }
     }
-    let agent = agent(&h, req.timeout_ms);
+    let agent = h.agent();
     if stream {
         let events = agent.run_stream(lang, &req).await.map_err(call_err(&h))?;
         return Ok(ndjson(state, id, kind, input, h, events));
@@ -359,8 +346,8 @@ async fn upload(
         }
         Ok(chunk)
     });
-    // Extraction time grows with the upload: allow the longest call time.
-    let agent = agent(&h, Some(hearth_proto::MAX_TIMEOUT_MS));
+    // The client waits for the answer as long as the upload streams.
+    let agent = h.agent();
     match agent.upload(&dest, stream).await {
         Ok(r) => Ok(axum::Json(r)),
         Err(_) if over.load(Ordering::Relaxed) => Err(too_large()),
@@ -386,10 +373,7 @@ async fn download(
     Query(q): Query<DownloadQuery>,
 ) -> Result<Response> {
     let (_, h) = vms::running_handle(&state, &id).await?;
-    let bytes = agent(&h, None)
-        .download(&q.path)
-        .await
-        .map_err(call_err(&h))?;
+    let bytes = h.agent().download(&q.path).await.map_err(call_err(&h))?;
     let body =
         Body::from_stream(bytes.map(|r| r.map_err(|e| std::io::Error::other(e.to_string()))));
     Ok(([(header::CONTENT_TYPE, "application/gzip")], body).into_response())
