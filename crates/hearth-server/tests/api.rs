@@ -2,79 +2,22 @@
 //! with `tower::ServiceExt::oneshot`. Nothing here boots a VM; every path that would is
 //! stopped by validation first (that is what these tests check).
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use axum::Router;
+
 use hearth_server::models::{now_ms, VmRecord, VmState};
-use hearth_server::{app, AppState, Config};
-use http_body_util::BodyExt;
+use hearth_server::{AppState, Config};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use tower::ServiceExt;
 
-struct Env {
-    _dir: tempfile::TempDir,
-    state: AppState,
-    key: String,
-}
-
-async fn env_with(tweak: impl FnOnce(&mut Config)) -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        data_dir: dir.path().to_path_buf(),
-        ..Config::default()
-    };
-    tweak(&mut config);
-    let state = AppState::new(config).await.unwrap();
-    let (_, key) = hearth_server::auth::create_key(&state, "test")
-        .await
-        .unwrap();
-    Env {
-        _dir: dir,
-        state,
-        key,
-    }
-}
-
-async fn env() -> Env {
-    env_with(|_| {}).await
-}
+use support::inproc::{env, env_with, Env};
 
 impl Env {
-    fn app(&self) -> Router {
-        app(self.state.clone())
-    }
-
-    async fn send(&self, req: Request<Body>) -> (StatusCode, Value) {
-        let resp = self.app().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let v = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-        (status, v)
-    }
-
-    fn req(&self, method: &str, uri: &str) -> axum::http::request::Builder {
-        Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("authorization", format!("Bearer {}", self.key))
-    }
-
-    async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let b = self.req(method, uri);
-        let req = match body {
-            Some(v) => b
-                .header("content-type", "application/json")
-                .body(Body::from(v.to_string())),
-            None => b.body(Body::empty()),
-        };
-        self.send(req.unwrap()).await
-    }
-
     /// Inserts a VM row directly (no processes): enough for limit and conflict checks.
     async fn vm_row(&self, state: VmState, image_id: &str) -> String {
         let id = uuid_like();

@@ -2,37 +2,25 @@
 //! no workers (so every job stays queued unless a test claims it through the store, as
 //! a worker would). Bad input, pagination, cancel, the atomic claim and crash recovery.
 
+mod support;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use hearth_server::jobs::logs::{log_path, LogWriter};
-use hearth_server::{app, AppState, Config};
+use hearth_server::{app, Config};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-struct Env {
-    _dir: tempfile::TempDir,
-    state: AppState,
-    key: String,
-}
+use support::inproc::Env;
 
+/// No workers: every job stays queued unless a test claims it through the store.
 async fn env_with(tweak: impl FnOnce(&mut Config)) -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        data_dir: dir.path().to_path_buf(),
-        ..Config::default()
-    };
-    config.jobs.concurrency = 0;
-    tweak(&mut config);
-    let state = AppState::new(config).await.unwrap();
-    let (_, key) = hearth_server::auth::create_key(&state, "test")
-        .await
-        .unwrap();
-    Env {
-        _dir: dir,
-        state,
-        key,
-    }
+    support::inproc::env_with(|c| {
+        c.jobs.concurrency = 0;
+        tweak(c);
+    })
+    .await
 }
 
 async fn env() -> Env {
@@ -40,37 +28,9 @@ async fn env() -> Env {
 }
 
 impl Env {
-    async fn send(&self, req: Request<Body>) -> (StatusCode, Value, String) {
-        let resp = app(self.state.clone()).oneshot(req).await.unwrap();
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let text = String::from_utf8_lossy(&bytes).to_string();
-        let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        (status, v, text)
-    }
-
-    fn req(&self, method: &str, uri: &str) -> axum::http::request::Builder {
-        Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("authorization", format!("Bearer {}", self.key))
-    }
-
-    async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let b = self.req(method, uri);
-        let req = match body {
-            Some(v) => b
-                .header("content-type", "application/json")
-                .body(Body::from(v.to_string())),
-            None => b.body(Body::empty()),
-        };
-        let (s, v, _) = self.send(req.unwrap()).await;
-        (s, v)
-    }
-
     async fn raw(&self, method: &str, uri: &str, body: &'static str) -> (StatusCode, Value) {
         let (s, v, _) = self
-            .send(self.req(method, uri).body(Body::from(body)).unwrap())
+            .send_full(self.req(method, uri).body(Body::from(body)).unwrap())
             .await;
         (s, v)
     }
@@ -130,7 +90,7 @@ async fn scripts_upload_raw_and_multipart_list_show_delete() {
         .header("content-type", format!("multipart/form-data; boundary={b}"))
         .body(Body::from(form))
         .unwrap();
-    let (s, v, _) = e.send(req).await;
+    let (s, v, _) = e.send_full(req).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(
         (v["name"].as_str(), v["language"].as_str()),
@@ -188,7 +148,7 @@ async fn bad_uploads_are_clear_4xx() {
         .req("POST", "/v1/scripts?name=x.sh")
         .body(Body::from_stream(stream))
         .unwrap();
-    let (s, v, _) = e.send(req).await;
+    let (s, v, _) = e.send_full(req).await;
     assert_error(s, &v, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
     // Inline code has the same limits.
     let code = "#".repeat(65);
@@ -441,7 +401,7 @@ async fn logs_interleave_filter_and_follow_ends_with_the_job() {
     let e = env().await;
     let id = e.inline_job("true").await;
     let (s, _, text) = e
-        .send(
+        .send_full(
             e.req("GET", &format!("/v1/jobs/{id}/logs"))
                 .body(Body::empty())
                 .unwrap(),
@@ -459,7 +419,7 @@ async fn logs_interleave_filter_and_follow_ends_with_the_job() {
         ("?stream=stderr", "two\n"),
     ] {
         let (s, _, text) = e
-            .send(
+            .send_full(
                 e.req("GET", &format!("/v1/jobs/{id}/logs{q}"))
                     .body(Body::empty())
                     .unwrap(),
@@ -508,7 +468,7 @@ async fn logs_interleave_filter_and_follow_ends_with_the_job() {
 #[tokio::test]
 async fn job_routes_are_in_openapi() {
     let e = env().await;
-    let (_, doc, _) = e
+    let (_, doc) = e
         .send(Request::get("/openapi.json").body(Body::empty()).unwrap())
         .await;
     let paths = doc["paths"].as_object().unwrap();

@@ -2,45 +2,21 @@
 //! and a real SQLite file, no VM and no host networking (every case here is refused before
 //! anything touches the host, or is a store rule).
 
+mod support;
+
 use std::collections::BTreeMap;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use hearth_server::models::{now_ms, VmNetwork, VmRecord, VmState};
-use hearth_server::{app, AppState, Config};
-use http_body_util::BodyExt;
-use serde_json::{json, Value};
-use tower::ServiceExt;
 
-async fn state() -> (tempfile::TempDir, AppState, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        data_dir: dir.path().to_path_buf(),
-        ..Config::default()
-    };
-    let state = AppState::new(config).await.unwrap();
-    let (_, key) = hearth_server::auth::create_key(&state, "t").await.unwrap();
-    (dir, state, key)
-}
-
-async fn post(state: &AppState, key: &str, uri: &str, body: Value) -> (StatusCode, Value) {
-    let req = Request::post(uri)
-        .header("authorization", format!("Bearer {key}"))
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap();
-    let resp = app(state.clone()).oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
+use serde_json::json;
+use support::inproc::env;
 
 #[tokio::test]
 async fn bad_network_requests_name_the_entry() {
-    let (_dir, st, key) = state().await;
+    let e = env().await;
+    let st = &e.state;
     let cases = [
         (
             json!({"outbound": true, "allow": ["10.0.0.1/8"]}),
@@ -70,14 +46,20 @@ async fn bad_network_requests_name_the_entry() {
                 json!({"language": "sh", "code": "true", "network": net}),
             ),
         ] {
-            let (s, v) = post(&st, &key, uri, body).await;
+            let (s, v) = e.call("POST", uri, Some(body)).await;
             assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{uri} {net}: {v}");
             let msg = v["error"]["message"].as_str().unwrap();
             assert!(msg.contains(says), "{uri} {net}: {msg}");
         }
     }
     // Unknown fields are refused, not ignored (a typo must not silently mean "no NIC").
-    let (s, v) = post(&st, &key, "/v1/vms", json!({"network": {"outbund": true}})).await;
+    let (s, v) = e
+        .call(
+            "POST",
+            "/v1/vms",
+            Some(json!({"network": {"outbund": true}})),
+        )
+        .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     // Nothing was recorded.
     assert!(st.store.list_vms(&[]).await.unwrap().is_empty());
@@ -110,7 +92,8 @@ fn row(subnet: Option<&str>) -> VmRecord {
 
 #[tokio::test]
 async fn one_address_block_per_vm_and_freed_when_dead() {
-    let (_dir, st, _) = state().await;
+    let e = env().await;
+    let st = &e.state;
     let a = row(Some("172.30.0.0/29"));
     st.store.insert_vm(&a).await.unwrap();
     let err = st.store.insert_vm(&row(Some("172.30.0.0/29"))).await;
@@ -144,11 +127,10 @@ async fn one_address_block_per_vm_and_freed_when_dead() {
 
 #[tokio::test]
 async fn openapi_documents_the_network_fields_and_routes() {
-    let (_dir, st, _) = state().await;
-    let req = Request::get("/openapi.json").body(Body::empty()).unwrap();
-    let resp = app(st).oneshot(req).await.unwrap();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let doc: Value = serde_json::from_slice(&bytes).unwrap();
+    let e = env().await;
+    let (_, doc) = e
+        .send(Request::get("/openapi.json").body(Body::empty()).unwrap())
+        .await;
     for schema in ["NetworkSpec", "VmNetwork", "FirewallView"] {
         assert!(
             doc["components"]["schemas"].get(schema).is_some(),

@@ -2,6 +2,8 @@
 //! and the image are, a data dir that takes its VMs with it, and the server process.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod inproc;
+
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
