@@ -4,13 +4,12 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 
-use hearth_server::models::{now_ms, VmRecord, VmState};
+use hearth_server::models::VmState;
 use hearth_server::{AppState, Config};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -20,26 +19,8 @@ use support::inproc::{env, env_with, Env};
 impl Env {
     /// Inserts a VM row directly (no processes): enough for limit and conflict checks.
     async fn vm_row(&self, state: VmState, image_id: &str) -> String {
-        let id = uuid_like();
-        let vm = VmRecord {
-            id: id.clone(),
-            state,
-            image: "img".into(),
-            image_id: image_id.into(),
-            vcpus: 1,
-            memory_mib: 256,
-            vmm: None,
-            accel: None,
-            created_at: now_ms(),
-            ready_at: None,
-            boot_ms: None,
-            ttl_s: None,
-            expires_at: None,
-            metadata: BTreeMap::new(),
-            env: BTreeMap::new(),
-            error: None,
-            network: None,
-        };
+        let vm = support::inproc::vm_record(state, image_id);
+        let id = vm.id.clone();
         self.state.store.insert_vm(&vm).await.unwrap();
         id
     }
@@ -61,10 +42,6 @@ impl Env {
         }
         id
     }
-}
-
-fn uuid_like() -> String {
-    uuid::Uuid::new_v4().to_string()
 }
 
 fn assert_error(body: &Value, code: &str) {

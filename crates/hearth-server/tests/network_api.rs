@@ -4,11 +4,9 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use hearth_server::models::{now_ms, VmNetwork, VmRecord, VmState};
+use hearth_server::models::{VmNetwork, VmRecord, VmState};
 
 use serde_json::json;
 use support::inproc::env;
@@ -67,26 +65,11 @@ async fn bad_network_requests_name_the_entry() {
 
 fn row(subnet: Option<&str>) -> VmRecord {
     VmRecord {
-        id: uuid::Uuid::new_v4().to_string(),
-        state: VmState::Running,
-        image: "img".into(),
-        image_id: "img".into(),
-        vcpus: 1,
-        memory_mib: 256,
-        vmm: None,
-        accel: None,
-        created_at: now_ms(),
-        ready_at: None,
-        boot_ms: None,
-        ttl_s: None,
-        expires_at: None,
-        metadata: BTreeMap::new(),
-        env: BTreeMap::new(),
-        error: None,
         network: Some(VmNetwork::new(
             vec!["1.2.3.4:80".into()],
             subnet.map(String::from),
         )),
+        ..support::inproc::vm_record(VmState::Running, "img")
     }
 }
 

@@ -4,6 +4,7 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
+use hearth_server::models::{now_ms, VmRecord, VmState};
 use hearth_server::{app, AppState, Config};
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -77,5 +78,28 @@ impl Env {
             None => b.body(Body::empty()),
         };
         self.send(req.unwrap()).await
+    }
+}
+
+/// A VM row with a fresh id and no processes behind it, for store and conflict checks.
+pub fn vm_record(state: VmState, image_id: &str) -> VmRecord {
+    VmRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        state,
+        image: "img".into(),
+        image_id: image_id.into(),
+        vcpus: 1,
+        memory_mib: 256,
+        vmm: None,
+        accel: None,
+        created_at: now_ms(),
+        ready_at: None,
+        boot_ms: None,
+        ttl_s: None,
+        expires_at: None,
+        metadata: Default::default(),
+        env: Default::default(),
+        error: None,
+        network: None,
     }
 }
