@@ -21,6 +21,9 @@ packages=(
     python3 python3-pip
     # build-guest.sh checks that guest binaries are static
     file
+    # host tests: the agent's jail tests run the host's busybox, and hearth-net's VM
+    # tests copy it into a throw-away root with no libc (so it must be the static one)
+    busybox-static
 )
 
 missing=()
