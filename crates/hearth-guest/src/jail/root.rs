@@ -163,17 +163,14 @@ impl Jail {
         for d in ["tmp", "run", "var", "root", "home"] {
             fs::create_dir(root.join(d)).map_err(io("creating a top-level dir"))?;
         }
-        // The jail's own /tmp, shared by all runs (a server started by one exec can put
-        // its socket there for the next), never the agent's or the host's.
+        // The jail's own /tmp and /var/tmp, shared by all runs (a server started by one
+        // exec can put its socket there for the next), never the agent's or the host's.
+        // Two tmpfs rather than a link: programs that check /var/tmp is a directory work.
         let tmp_opts = format!("mode=1777,size={}", cfg.tmp_size);
-        mnt(
-            None,
-            &root.join("tmp"),
-            Some("tmpfs"),
-            nosuid,
-            Some(&tmp_opts),
-        )?;
-        symlink("/tmp", root.join("var/tmp")).map_err(io("linking /var/tmp"))?;
+        fs::create_dir(root.join("var/tmp")).map_err(io("creating /var/tmp"))?;
+        for d in ["tmp", "var/tmp"] {
+            mnt(None, &root.join(d), Some("tmpfs"), nosuid, Some(&tmp_opts))?;
+        }
 
         let ws = root.join("workspace");
         fs::create_dir(&ws).map_err(io("creating /workspace"))?;
