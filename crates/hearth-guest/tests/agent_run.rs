@@ -64,7 +64,7 @@ async fn node_result_error_env_and_colours() {
         (v["error"]["name"].clone(), v["result"].clone()),
         (json!("RangeError"), json!(1))
     );
-    assert_eq!(v["exit_code"], 0);
+    assert_eq!(v["exit_code"], 1, "result.error fails the run: {v}");
 
     let v = run(
         &a,
@@ -188,7 +188,14 @@ result.set({
   read_ws: Deno.readTextFileSync("/workspace/in.txt"),
   write_ws: await probe(() => Deno.writeTextFileSync("/workspace/out.txt", "x")),
   read_etc: await probe(() => Deno.readTextFileSync("/etc/passwd")),
-  write_tmp: await probe(() => Deno.writeTextFileSync("/tmp/x", "x")),
+  read_shadow: await probe(() => Deno.readTextFileSync("/etc/shadow")),
+  read_resolv: await probe(() => Deno.readTextFileSync("/etc/resolv.conf")),
+  read_certs: await probe(() => Deno.readDirSync("/etc/ssl/certs")),
+  write_etc: await probe(() => Deno.writeTextFileSync("/etc/hosts", "x")),
+  write_tmp: await probe(() => Deno.writeTextFileSync("/tmp/x", "tmp")),
+  write_var_tmp: await probe(() => Deno.writeTextFileSync("/var/tmp/y", "var")),
+  read_back: Deno.readTextFileSync("/tmp/x") + Deno.readTextFileSync("/var/tmp/y"),
+  temp_dir: await probe(() => Deno.makeTempDirSync()),
   net: await probe(() => Deno.connect({ hostname: "127.0.0.1", port: 9 })),
   run: await probe(() => new Deno.Command("true").outputSync()),
   args: Deno.args,
@@ -203,7 +210,9 @@ result.set({
     assert_eq!(
         v["result"],
         json!({"key": "val", "path": "NotCapable", "read_ws": "from workspace", "write_ws": "ok",
-               "read_etc": "NotCapable", "write_tmp": "NotCapable", "net": "NotCapable",
+               "read_etc": "NotCapable", "read_shadow": "NotCapable", "read_resolv": "ok",
+               "read_certs": "ok", "write_etc": "NotCapable", "write_tmp": "ok",
+               "write_var_tmp": "ok", "read_back": "tmpvar", "temp_dir": "ok", "net": "NotCapable",
                "run": "NotCapable", "args": ["q"]}),
         "{v}"
     );
@@ -232,6 +241,42 @@ result.set({
     )
     .await;
     assert_eq!(v["result"], 2, "{v}");
+}
+
+/// `result.error(value)` hands back the value exactly and fails the run with exit 1,
+/// unless the script exits with a code of its own; the script goes on after the call.
+#[tokio::test]
+async fn result_error_carries_the_value_and_fails_the_run() {
+    let a = Agent::start();
+    let cases = [
+        ("/run-js", "result.error({code: 'E_TEST', detail: 'boom'}); console.log('after')", json!({"code": "E_TEST", "detail": "boom"}), 1),
+        ("/run-ts", "result.error({code: 'E_TEST', detail: 'boom'}); console.log('after')", json!({"code": "E_TEST", "detail": "boom"}), 1),
+        ("/run-python", "result.error({'code': 'E_TEST', 'detail': 'boom'}); print('after')", json!({"code": "E_TEST", "detail": "boom"}), 1),
+        ("/run-js", "result.error('plain'); console.log('after')", json!("plain"), 1),
+        ("/run-ts", "result.error(42); console.log('after')", json!(42), 1),
+        ("/run-python", "result.error([1, 'two']); print('after')", json!([1, "two"]), 1),
+        ("/run-js", "result.error('x'); console.log('after'); process.exit(3)", json!("x"), 3),
+        ("/run-ts", "result.error('x'); console.log('after'); Deno.exit(3)", json!("x"), 3),
+        ("/run-python", "import sys\nresult.error('x'); print('after'); sys.exit(3)", json!("x"), 3),
+    ];
+    for (ep, code, error, exit) in cases {
+        let v = run(&a, ep, json!({ "code": code })).await;
+        assert_eq!(v["error"], error, "{ep} {code}: {v}");
+        assert_eq!(v["exit_code"], exit, "{ep} {code}: {v}");
+        assert_eq!(v["stdout"], "after\n", "{ep} {code}: {v}");
+    }
+    // An uncaught exception keeps its {name, message, stack} shape.
+    for (ep, code) in [
+        ("/run-js", "throw new Error('x')"),
+        ("/run-ts", "throw new Error('x')"),
+        ("/run-python", "raise Exception('x')"),
+    ] {
+        let v = run(&a, ep, json!({ "code": code })).await;
+        let e = &v["error"];
+        assert_eq!(e["message"], "x", "{ep}: {v}");
+        assert!(e["name"].is_string() && e["stack"].is_string(), "{ep}: {v}");
+        assert_ne!(v["exit_code"], 0, "{ep}: {v}");
+    }
 }
 
 #[tokio::test]

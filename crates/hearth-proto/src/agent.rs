@@ -111,7 +111,7 @@ fn check_timeout(t: Option<u64>) -> crate::Result<()> {
     }
 }
 
-/// An uncaught exception or a value passed to `result.error(...)`.
+/// The shape of an uncaught exception in [`RunResponse::error`].
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ScriptError {
     pub name: String,
@@ -128,8 +128,12 @@ pub struct RunResponse {
     /// Value passed to `result.set(...)`, if any.
     #[serde(default)]
     pub result: Option<serde_json::Value>,
+    /// The value passed to `result.error(...)` exactly as given (any JSON value; an
+    /// `Error`/exception object becomes a [`ScriptError`]), or an uncaught exception as a
+    /// [`ScriptError`]. A script that called `result.error` and then ended on its own
+    /// exits 1; an explicit exit keeps its own code.
     #[serde(default)]
-    pub error: Option<ScriptError>,
+    pub error: Option<serde_json::Value>,
 }
 
 /// One line of an NDJSON stream (`?stream=true`): `{"stdout": "..."}`, `{"stderr": "..."}`,

@@ -36,8 +36,20 @@ const DENO_PRELUDE: &str = include_str!("prelude/deno.ts");
 const PYTHON_WRAPPER: &str = include_str!("prelude/python.py");
 /// Largest result file read back; beyond it the run reports a `HearthResultError`.
 const MAX_RESULT: u64 = MAX_JSON_BODY as u64;
-/// `/etc` files Deno may read when the run has network access (DNS and TLS).
-const DENO_NET_READS: &str = "/etc/resolv.conf,/etc/hosts,/etc/nsswitch.conf,/etc/ssl";
+/// What every Deno run may read besides `/workspace`: exactly the `/etc` files DNS and
+/// TLS need (the CA bundle lives in `/etc/ssl/certs`), read-only, and the temp dirs.
+const DENO_READS: &[&str] = &[
+    hearth_proto::WORKSPACE,
+    "/etc/resolv.conf",
+    "/etc/hosts",
+    "/etc/nsswitch.conf",
+    "/etc/ssl/certs",
+    "/tmp",
+    "/var/tmp",
+];
+/// What every Deno run may write (plus its own result file): the workspace and the
+/// temp dirs, all private to the VM.
+const DENO_WRITES: &[&str] = &[hearth_proto::WORKSPACE, "/tmp", "/var/tmp"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Runtime {
@@ -177,9 +189,10 @@ pub async fn handle(
     Ok(h::json(200, &finish(exec, &dir)))
 }
 
-/// Deno's permissions: read and write `/workspace`, write only this run's result file;
-/// the network only when asked; env vars only those passed. Never an empty `--allow-*=`:
-/// that would mean "everything". The prelude and `-` (stdin) need no read permission.
+/// Deno's permissions: [`DENO_READS`] and [`DENO_WRITES`], plus writing this run's
+/// result file; the network only when asked; env vars only those passed. Never an empty
+/// `--allow-*=`: that would mean "everything". The prelude and `-` (stdin) need no read
+/// permission.
 fn deno_args(
     req: &RunRequest,
     run_dir: &str,
@@ -187,17 +200,14 @@ fn deno_args(
     prelude: String,
     main: String,
 ) -> Vec<String> {
-    let mut reads = hearth_proto::WORKSPACE.to_string();
     let mut args = vec!["run".to_string(), "--no-prompt".to_string()];
     if req.allow_net {
-        reads.push(',');
-        reads.push_str(DENO_NET_READS);
         args.push("--allow-net".into());
     }
-    args.push(format!("--allow-read={reads}"));
+    args.push(format!("--allow-read={}", DENO_READS.join(",")));
     args.push(format!(
         "--allow-write={},{run_dir}/result",
-        hearth_proto::WORKSPACE
+        DENO_WRITES.join(",")
     ));
     let keys: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
     if !keys.is_empty() {
@@ -207,23 +217,27 @@ fn deno_args(
     args
 }
 
-/// What the script recorded, read from the result file.
+/// What the script recorded, read from the result file: `error` is the value given to
+/// `result.error` as it was, or an uncaught exception's `{name, message, stack}`.
 #[derive(serde::Deserialize, Default)]
 struct Recorded {
     #[serde(default)]
     result: Option<serde_json::Value>,
     #[serde(default)]
-    error: Option<ScriptError>,
+    error: Option<serde_json::Value>,
 }
 
 fn finish(exec: ExecResponse, dir: &RunDir) -> RunResponse {
     let recorded = read_result(&dir.host.join("result")).unwrap_or_else(|message| Recorded {
         result: None,
-        error: Some(ScriptError {
-            name: "HearthResultError".into(),
-            message,
-            stack: None,
-        }),
+        error: Some(
+            serde_json::to_value(ScriptError {
+                name: "HearthResultError".into(),
+                message,
+                stack: None,
+            })
+            .expect("plain struct serialises"),
+        ),
     });
     RunResponse {
         exec,

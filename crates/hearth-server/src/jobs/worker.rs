@@ -290,7 +290,7 @@ async fn run_in_vm(
                     finish: Finish {
                         exit_code: (!r.exec.timed_out).then_some(r.exec.exit_code),
                         error,
-                        script_error: r.error.and_then(|e| serde_json::to_value(e).ok()),
+                        script_error: r.error,
                         result: r.result,
                         log_truncated: log.truncated,
                     },

@@ -13,15 +13,22 @@ const toError = (e: unknown) =>
       stack: (e as Error).stack == null ? undefined : String((e as Error).stack),
     }
     : { name: "Error", message: String(e) };
+// Throws to the caller for values JSON cannot hold (BigInt, cycles).
+const toJson = (value: unknown) => {
+  const json = JSON.stringify(value);
+  return json === undefined ? null : JSON.parse(json);
+};
 const result = Object.freeze({
   set(value: unknown) {
-    const json = JSON.stringify(value);
-    state.result = json === undefined ? null : JSON.parse(json);
+    state.result = toJson(value);
     save();
   },
+  // The value as given (an Error becomes {name, message, stack}); the run then exits 1
+  // unless the script exits with a code of its own.
   error(err: unknown) {
-    state.error = toError(err);
+    state.error = err instanceof Error ? toError(err) : toJson(err);
     save();
+    if (!Deno.exitCode) Deno.exitCode = 1;
   },
 });
 Object.defineProperty(globalThis, "result", { value: result, enumerable: false });

@@ -17,16 +17,22 @@
           stack: e.stack == null ? undefined : String(e.stack),
         }
       : { name: 'Error', message: String(e) };
+  // Throws to the caller for values JSON cannot hold (BigInt, cycles).
+  const toJson = (value) => {
+    const json = JSON.stringify(value);
+    return json === undefined ? null : JSON.parse(json);
+  };
   const result = Object.freeze({
     set(value) {
-      // Throws to the caller for values JSON cannot hold (BigInt, cycles).
-      const json = JSON.stringify(value);
-      state.result = json === undefined ? null : JSON.parse(json);
+      state.result = toJson(value);
       save();
     },
+    // The value as given (an Error becomes {name, message, stack}); the run then exits
+    // 1 unless the script exits with a code of its own.
     error(err) {
-      state.error = toError(err);
+      state.error = err instanceof Error ? toError(err) : toJson(err);
       save();
+      if (!process.exitCode) process.exitCode = 1;
     },
   });
   Object.defineProperty(globalThis, 'result', { value: result, enumerable: false });

@@ -36,7 +36,13 @@ class _Result:
         _save()
 
     def error(self, err):
-        _state["error"] = _error_of(err)
+        # The value as given (an exception becomes {name, message, stack}); raises to the
+        # caller for values JSON cannot hold. The run then exits 1 unless the script
+        # exits with a code of its own.
+        if isinstance(err, BaseException):
+            _state["error"] = _error_of(err)
+        else:
+            _state["error"] = json.loads(json.dumps(err, allow_nan=False))
         _save()
 
 
@@ -55,6 +61,8 @@ def _main():
     sys.path[0] = "/workspace" if mode == "code" else os.path.dirname(target)
     try:
         runpy.run_path(target, run_name="__main__")
+        if "error" in _state:
+            sys.exit(1)
     except (SystemExit, KeyboardInterrupt):
         raise
     except BaseException as exc:
