@@ -14,7 +14,7 @@ use crate::{Error, Result};
 pub const SUITE: &str = "bookworm";
 
 /// Bump when the steps below change in a way that changes the tree.
-const RECIPE: &str = "rootfs-recipe-2";
+const RECIPE: &str = "rootfs-recipe-3";
 
 /// Installed by debootstrap itself.
 pub const PACKAGES: &[&str] = &[
@@ -30,11 +30,30 @@ pub const PACKAGES: &[&str] = &[
     "iputils-ping",
     "nftables",
     "procps",
+    // What people reach for first in a shell (issue 9): fetch, unpack, inspect.
+    "wget",
+    "unzip",
+    "zip",
+    "jq",
+    "file",
+    "less",
 ];
 
 /// Installed afterwards with apt in the chroot: debootstrap's resolver ignores virtual
 /// packages (Provides:), and npm's dependency tree relies on them.
-pub const APT_PACKAGES: &[&str] = &["npm", "python3-pip"];
+pub const APT_PACKAGES: &[&str] = &["npm", "python3-pip", "python3-venv"];
+
+/// Run in the chroot by BusyBox's own shell; see `build`.
+const BUSYBOX_LINKS: &str = r#"set -e
+for a in $(/bin/busybox --list); do
+  case "$a" in init|linuxrc|halt|poweroff|reboot|busybox) continue ;; esac
+  found=
+  for d in /usr/local/sbin /usr/local/bin /usr/sbin /usr/bin /sbin /bin; do
+    if [ -e "$d/$a" ] || [ -L "$d/$a" ]; then found=1; break; fi
+  done
+  [ -n "$found" ] || ln -s /bin/busybox "/usr/local/bin/$a"
+done
+"#;
 
 /// What went into the base, for the manifest.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -205,6 +224,17 @@ fn build(tmp: &Path, key: &str, mirror: &str, deno: &str, progress: &Progress) -
             apt(&["clean"])
         },
     )?;
+
+    // BusyBox fills the gaps (nc, vi, ...) but never shadows a real tool: an applet is
+    // linked only where no program of that name exists on the standard PATH. The
+    // power-management applets stay out; only init may end the VM.
+    progress.say("rootfs: linking BusyBox applets that have no real tool");
+    util::run(Command::new("chroot").arg(&root).args([
+        "/bin/busybox",
+        "sh",
+        "-c",
+        BUSYBOX_LINKS,
+    ]))?;
 
     progress.say("rootfs: user, mountpoints, identity files");
     util::run(Command::new("chroot").arg(&root).args([
