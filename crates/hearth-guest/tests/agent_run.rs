@@ -249,15 +249,60 @@ result.set({
 async fn result_error_carries_the_value_and_fails_the_run() {
     let a = Agent::start();
     let cases = [
-        ("/run-js", "result.error({code: 'E_TEST', detail: 'boom'}); console.log('after')", json!({"code": "E_TEST", "detail": "boom"}), 1),
-        ("/run-ts", "result.error({code: 'E_TEST', detail: 'boom'}); console.log('after')", json!({"code": "E_TEST", "detail": "boom"}), 1),
-        ("/run-python", "result.error({'code': 'E_TEST', 'detail': 'boom'}); print('after')", json!({"code": "E_TEST", "detail": "boom"}), 1),
-        ("/run-js", "result.error('plain'); console.log('after')", json!("plain"), 1),
-        ("/run-ts", "result.error(42); console.log('after')", json!(42), 1),
-        ("/run-python", "result.error([1, 'two']); print('after')", json!([1, "two"]), 1),
-        ("/run-js", "result.error('x'); console.log('after'); process.exit(3)", json!("x"), 3),
-        ("/run-ts", "result.error('x'); console.log('after'); Deno.exit(3)", json!("x"), 3),
-        ("/run-python", "import sys\nresult.error('x'); print('after'); sys.exit(3)", json!("x"), 3),
+        (
+            "/run-js",
+            "result.error({code: 'E_TEST', detail: 'boom'}); console.log('after')",
+            json!({"code": "E_TEST", "detail": "boom"}),
+            1,
+        ),
+        (
+            "/run-ts",
+            "result.error({code: 'E_TEST', detail: 'boom'}); console.log('after')",
+            json!({"code": "E_TEST", "detail": "boom"}),
+            1,
+        ),
+        (
+            "/run-python",
+            "result.error({'code': 'E_TEST', 'detail': 'boom'}); print('after')",
+            json!({"code": "E_TEST", "detail": "boom"}),
+            1,
+        ),
+        (
+            "/run-js",
+            "result.error('plain'); console.log('after')",
+            json!("plain"),
+            1,
+        ),
+        (
+            "/run-ts",
+            "result.error(42); console.log('after')",
+            json!(42),
+            1,
+        ),
+        (
+            "/run-python",
+            "result.error([1, 'two']); print('after')",
+            json!([1, "two"]),
+            1,
+        ),
+        (
+            "/run-js",
+            "result.error('x'); console.log('after'); process.exit(3)",
+            json!("x"),
+            3,
+        ),
+        (
+            "/run-ts",
+            "result.error('x'); console.log('after'); Deno.exit(3)",
+            json!("x"),
+            3,
+        ),
+        (
+            "/run-python",
+            "import sys\nresult.error('x'); print('after'); sys.exit(3)",
+            json!("x"),
+            3,
+        ),
     ];
     for (ep, code, error, exit) in cases {
         let v = run(&a, ep, json!({ "code": code })).await;

@@ -229,12 +229,11 @@ fn build(tmp: &Path, key: &str, mirror: &str, deno: &str, progress: &Progress) -
     // linked only where no program of that name exists on the standard PATH. The
     // power-management applets stay out; only init may end the VM.
     progress.say("rootfs: linking BusyBox applets that have no real tool");
-    util::run(Command::new("chroot").arg(&root).args([
-        "/bin/busybox",
-        "sh",
-        "-c",
-        BUSYBOX_LINKS,
-    ]))?;
+    util::run(
+        Command::new("chroot")
+            .arg(&root)
+            .args(["/bin/busybox", "sh", "-c", BUSYBOX_LINKS]),
+    )?;
 
     progress.say("rootfs: user, mountpoints, identity files");
     util::run(Command::new("chroot").arg(&root).args([
