@@ -15,7 +15,7 @@ pub enum Error {
         status: String,
         output: String,
     },
-    #[error("kernel config is missing options from the fragment: {}", .0.join(", "))]
+    #[error("kernel config does not match the fragment: {}", .0.join(", "))]
     KernelConfig(Vec<String>),
     #[error("static guest binaries {0} not found; looked in: {1}. Build them with scripts/build-guest.sh or set HEARTH_GUEST_BIN_DIR")]
     GuestBinary(String, String),

@@ -61,14 +61,33 @@ pub fn required_options(fragment: &str) -> Vec<&str> {
         .collect()
 }
 
-/// Options from the fragment that Kconfig dropped (unmet dependency, renamed symbol).
+/// The `CONFIG_X` names of the fragment's `# CONFIG_X is not set` lines: options left
+/// out on purpose (attack surface nothing needs).
+pub fn excluded_options(fragment: &str) -> Vec<&str> {
+    fragment
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("# "))
+        .filter_map(|l| l.strip_suffix(" is not set"))
+        .filter(|name| name.starts_with("CONFIG_"))
+        .collect()
+}
+
+/// Options from the fragment that Kconfig dropped (unmet dependency, renamed symbol),
+/// and options the fragment leaves out that another option selected back in.
 pub fn missing_options(fragment: &str, config: &str) -> Vec<String> {
     let have: std::collections::HashSet<&str> = config.lines().map(str::trim).collect();
-    required_options(fragment)
+    let dropped = required_options(fragment)
         .into_iter()
         .filter(|want| !have.contains(want))
-        .map(|want| want.trim_end_matches("=y").to_string())
-        .collect()
+        .map(|want| want.trim_end_matches("=y").to_string());
+    let selected = excluded_options(fragment)
+        .into_iter()
+        .filter(|name| {
+            have.contains(format!("{name}=y").as_str())
+                || have.contains(format!("{name}=m").as_str())
+        })
+        .map(|name| format!("{name} (must stay unset)"));
+    dropped.chain(selected).collect()
 }
 
 /// Returns the cached kernel for the current inputs, building it if needed.
@@ -194,10 +213,33 @@ mod tests {
             "CONFIG_DEVTMPFS=y",
             "CONFIG_SERIAL_8250_CONSOLE=y",
             "CONFIG_NF_TABLES_INET=y",
-            "CONFIG_USERFAULTFD=y",
+            "CONFIG_MEMBARRIER=y",
             "CONFIG_PVH=y",
+            "CONFIG_MEMCG=y",
+            "CONFIG_CGROUP_PIDS=y",
+            "CONFIG_SECCOMP_FILTER=y",
         ] {
             assert!(req.contains(&must), "{must}");
+        }
+        let out = excluded_options(FRAGMENT);
+        for never in [
+            "CONFIG_USER_NS",
+            "CONFIG_BPF_SYSCALL",
+            "CONFIG_MODULES",
+            "CONFIG_KEXEC",
+            "CONFIG_KEYS",
+            "CONFIG_USERFAULTFD",
+            "CONFIG_IO_URING",
+            "CONFIG_X86_X32_ABI",
+            "CONFIG_IA32_EMULATION",
+        ] {
+            assert!(out.contains(&never), "{never}");
+        }
+        for name in &out {
+            assert!(
+                !req.iter().any(|r| r.trim_end_matches("=y") == *name),
+                "{name} both required and excluded"
+            );
         }
         assert!(
             !FRAGMENT.lines().any(|l| l.trim().ends_with("=m")),
@@ -211,6 +253,12 @@ mod tests {
         let config = "CONFIG_A=y\n# CONFIG_B is not set\n";
         assert_eq!(missing_options(frag, config), vec!["CONFIG_B"]);
         assert!(missing_options(frag, "CONFIG_A=y\nCONFIG_B=y\n").is_empty());
+        // An excluded option that came back (selected by another) is named too.
+        assert_eq!(
+            missing_options(frag, "CONFIG_A=y\nCONFIG_B=y\nCONFIG_C=y\n"),
+            vec!["CONFIG_C (must stay unset)"]
+        );
+        assert_eq!(excluded_options(frag), vec!["CONFIG_C"]);
     }
 
     #[test]
