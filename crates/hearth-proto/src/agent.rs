@@ -56,6 +56,11 @@ pub struct ExecResponse {
     pub stdout_truncated: bool,
     pub stderr_truncated: bool,
     pub timed_out: bool,
+    /// The out-of-memory killer ended the run (a process of it, and with it the whole
+    /// run): the VM's user code asked for more memory than it may have. Absent from
+    /// older agents, hence the default.
+    #[serde(default)]
+    pub oom_killed: bool,
     pub duration_ms: u64,
 }
 

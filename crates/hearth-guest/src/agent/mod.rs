@@ -8,13 +8,17 @@
 //! - `/exec` and `/run-*` accept `?stream=true`: NDJSON `StreamEvent`s, one HTTP chunk
 //!   per event, sent as output is produced. Streamed output is not capped (nothing is
 //!   kept); the final `exit` event then has empty `stdout`/`stderr` and `*_truncated`
-//!   false. A client that hangs up (streaming or not) gets its run's process group
-//!   killed.
+//!   false. A client that hangs up (streaming or not) gets its run killed (every
+//!   process in the run's cgroup, see [`crate::jail::cgroup`]).
 //! - A program that cannot be started is an ordinary result: exit code 127 (not found) or
 //!   126 (not executable) with a message on stderr, as a shell would report it.
 //! - When the main process exits, output is collected for at most 250 ms more; background
 //!   processes it started keep running (`cmd &` works) unless the run timed out, in
-//!   which case the whole process group is SIGKILLed (exit code 137, `timed_out`).
+//!   which case everything in the run's cgroup is SIGKILLed, setsid or not (exit code
+//!   137, `timed_out`), and the answer waits until all of it is gone.
+//! - `oom_killed: true` when the OOM killer ended the run (user code as a whole may use
+//!   the guest's memory less a reserve for init and the agent); the exit code is then
+//!   137 too.
 //! - `cwd`, `path`, `dest`: relative to `/workspace` or spelled `/workspace/...`; no `..`.
 //! - `/firewall/allowlist` answers with the applied request, CIDRs in canonical form.
 //! - `/files/download` of a directory yields entries under its name (`proj/...`); of

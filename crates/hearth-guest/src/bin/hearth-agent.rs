@@ -10,12 +10,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hearth_guest::agent::{self, Config, Listen, State};
-use hearth_guest::jail::{Jail, JailConfig};
+use hearth_guest::jail::{CgroupConfig, Jail, JailConfig};
 use nix::mount::{mount, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 
 const USAGE: &str = "usage: hearth-agent [--listen vsock:PORT|unix:PATH|tcp:127.0.0.1:PORT]...
     [--workspace DIR] [--jail-root DIR] [--runtime-bin PATH]... [--tmp-size SIZE]
+    [--cgroup DIR] [--cgroup-require memory,pids] [--pids-max N] [--memory-reserve-mib N]
     [--deno CMD] [--node CMD] [--python CMD] [--nft CMD]
     [--output-cap BYTES] [--max-upload-entries N] [--max-upload-bytes N]";
 
@@ -36,6 +37,7 @@ fn parse(args: Vec<String>) -> Result<Options, String> {
             uid: hearth_proto::USER_UID,
             gid: hearth_proto::USER_GID,
             tmp_size: "256m".into(),
+            cgroup: CgroupConfig::default(),
         },
         config: Config::default(),
     };
@@ -52,6 +54,16 @@ fn parse(args: Vec<String>) -> Result<Options, String> {
             "--jail-root" => o.jail.root = value()?.into(),
             "--runtime-bin" => o.jail.runtime_bins.push(PathBuf::from(value()?)),
             "--tmp-size" => o.jail.tmp_size = value()?,
+            "--cgroup" => o.jail.cgroup.parent = value()?.into(),
+            "--cgroup-require" => {
+                o.jail.cgroup.require = value()?
+                    .split(',')
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            }
+            "--pids-max" => o.jail.cgroup.pids_max = number(value()?)?,
+            "--memory-reserve-mib" => o.jail.cgroup.memory_reserve = Some(number(value()?)? << 20),
             "--deno" => o.config.deno = value()?,
             "--node" => o.config.node = value()?,
             "--python" => o.config.python = value()?,
@@ -99,6 +111,11 @@ fn main() -> ExitCode {
         eprintln!("hearth-agent: entering a private mount namespace: {e} (must run as root)");
         return ExitCode::from(1);
     }
+    // Inherited from init in the guest; set again so the agent stays exempt wherever it
+    // runs. User processes are reset to 0 by the jail.
+    if let Err(e) = hearth_guest::init::harden::exempt_from_oom() {
+        eprintln!("hearth-agent: warning: cannot set oom_score_adj: {e}");
+    }
     let jail = match Jail::build(&opts.jail) {
         Ok(j) => j,
         Err(e) => {
@@ -106,6 +123,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    eprintln!("hearth-agent: {}", jail.cgroups.summary());
     let state = Arc::new(State {
         config: opts.config,
         jail,

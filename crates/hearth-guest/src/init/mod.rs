@@ -1,10 +1,12 @@
 //! `hearth-init`, PID 1 of every guest. Boot: mount the kernel filesystems, stack an
 //! OverlayFS (read-only base `/dev/vda` + per-VM `/dev/vdb`) and pivot into it, set up
-//! `/dev`, `/tmp`, `/workspace`, hostname and network, then supervise the agent and reap
-//! orphans until told to power off. Pure decisions live in `mounts::plan_*`,
+//! `/dev`, `/tmp`, `/workspace`, cgroup v2, hostname and network, harden the kernel's
+//! settings ([`harden`]), then supervise the agent and reap orphans until told to power
+//! off. Pure decisions live in `mounts::plan_*`,
 //! `cmdline` and `supervise::Backoff` so they are tested on the host.
 
 pub mod cmdline;
+pub mod harden;
 pub mod log;
 pub mod mounts;
 pub mod net;
@@ -39,12 +41,15 @@ fn boot() -> Result<(), String> {
     let t = std::time::Instant::now();
     mounts::apply(&mounts::plan_early())?;
     log::ensure_console();
+    // Before the agent exists, so it inherits the exemption too.
+    harden::exempt_from_oom().map_err(|e| format!("oom_score_adj of init: {e}"))?;
     let upper = mounts::mount_upper(OVERLAY_DEVICE)?;
     mounts::apply(&mounts::plan_overlay(upper))?;
     mounts::pivot(mounts::NEW_ROOT)?;
     say("pivot_root into overlay done");
     mounts::apply(&mounts::plan_final())?;
     mounts::make_workspace()?;
+    harden::apply_sysctls(Path::new("/proc/sys"))?;
 
     if let Err(e) = nix::unistd::sethostname(HOSTNAME) {
         say(&format!("warning: sethostname: {e}"));

@@ -161,13 +161,15 @@ pub fn plan_final() -> Vec<Step> {
         mnt("tmpfs", "/dev/shm", "tmpfs", tmp_flags, Some("mode=1777")),
         mnt("tmpfs", "/tmp", "tmpfs", tmp_flags, Some("mode=1777")),
         mnt("tmpfs", "/run", "tmpfs", tmp_flags, Some("mode=0755")),
-        optional(mnt(
+        // Required: the agent puts every user process in a cgroup of its own and will not
+        // start without them.
+        mnt(
             "cgroup2",
             "/sys/fs/cgroup",
             "cgroup2",
             kernel_fs_flags(),
             None,
-        )),
+        ),
         Step::Symlink {
             target: "/proc/self/fd".into(),
             link: "/dev/fd".into(),
@@ -397,10 +399,21 @@ mod tests {
         );
         let t = targets(&plan);
         for want in [
-            "/proc", "/sys", "/dev", "/dev/pts", "/dev/shm", "/tmp", "/run",
+            "/proc",
+            "/sys",
+            "/dev",
+            "/dev/pts",
+            "/dev/shm",
+            "/tmp",
+            "/run",
+            "/sys/fs/cgroup",
         ] {
             assert!(t.contains(&want), "{want} not mounted");
         }
+        let cgroup = plan.iter().find(|s| {
+            matches!(s, Step::Mount { fstype, required, .. } if fstype == "cgroup2" && *required)
+        });
+        assert!(cgroup.is_some(), "cgroup2 must be mounted, and required");
         let dev = t.iter().position(|x| *x == "/dev").unwrap();
         let pts = t.iter().position(|x| *x == "/dev/pts").unwrap();
         assert!(dev < pts);

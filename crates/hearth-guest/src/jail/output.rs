@@ -1,5 +1,5 @@
 //! Running a jailed process to completion: stdin feeding, capped or streamed output,
-//! timeout with a process-group kill.
+//! timeout (or a gone client) ending the whole run with `cgroup.kill`.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
@@ -15,6 +15,8 @@ use super::{spawn, Jail, Result, SpawnSpec};
 /// How long output is still collected after the main process exited. Background
 /// processes it left behind may hold the pipes open; we do not wait for them.
 const DRAIN_GRACE: Duration = Duration::from_millis(250);
+/// How long a killed run may take to be gone entirely before we answer anyway.
+const KILL_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct ExecSpec {
@@ -24,7 +26,7 @@ pub struct ExecSpec {
     /// Bytes kept per stream when capturing; the rest is read and dropped.
     pub output_cap: usize,
     /// Becomes `true` (or its sender goes away) when the client has hung up; the run's
-    /// process group is then killed.
+    /// cgroup is then killed.
     pub cancel: Option<watch::Receiver<bool>>,
 }
 
@@ -48,27 +50,10 @@ struct Captured {
     truncated: bool,
 }
 
-/// Kills the process group on drop unless disarmed: a request that is cancelled (client
-/// gone) must not leave its processes running.
-struct GroupKill(Option<i32>);
-
-impl GroupKill {
-    fn kill(&mut self) {
-        if let Some(pgid) = self.0.take() {
-            // SAFETY: plain syscall; a negative pid addresses the process group.
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
-        }
-    }
-}
-
-impl Drop for GroupKill {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// Runs `spec` in the jail and reports how it ended. Exit code is `128 + signal` when a
-/// signal ended it; on timeout the whole process group gets SIGKILL.
+/// signal ended it; on timeout or when the client is gone, every process of the run gets
+/// SIGKILL through its cgroup. A request cancelled mid-run (its future dropped) kills it
+/// too: see [`super::JailedChild`].
 pub async fn run(jail: &Jail, spec: ExecSpec, sink: OutputSink) -> Result<ExecResponse> {
     let started = Instant::now();
     let stdin = if spec.stdin.is_some() {
@@ -77,7 +62,11 @@ pub async fn run(jail: &Jail, spec: ExecSpec, sink: OutputSink) -> Result<ExecRe
         Stdio::null()
     };
     let mut child = spawn(jail, &spec.spawn, [stdin, Stdio::piped(), Stdio::piped()])?;
-    let mut guard = GroupKill(child.id().map(|p| p as i32));
+    let kill = |child: &super::JailedChild| {
+        if let Err(e) = child.kill_all() {
+            eprintln!("hearth-agent: cgroup.kill of a run: {e}");
+        }
+    };
 
     // A process that never reads its stdin must not block us: write in a task, ignore
     // EPIPE, and abort the task when the run is over.
@@ -125,26 +114,34 @@ pub async fn run(jail: &Jail, spec: ExecSpec, sink: OutputSink) -> Result<ExecRe
         }
     };
     let mut timed_out = false;
+    let mut killed = false;
     let status = tokio::select! {
         s = child.wait() => s,
         _ = tokio::time::sleep(spec.timeout) => {
             timed_out = true;
-            guard.kill();
+            killed = true;
+            kill(&child);
             child.wait().await
         }
         _ = stream_gone => {
-            guard.kill();
+            killed = true;
+            kill(&child);
             child.wait().await
         }
         _ = client_gone => {
-            guard.kill();
+            killed = true;
+            kill(&child);
             child.wait().await
         }
     }
     .map_err(super::JailError::io("waiting for the child"))?;
-    // The leader is gone; leftover members of its group may keep running (that is how
-    // `cmd &` works), unless this was a timeout.
-    guard.0 = None;
+    // A killed run is answered only once every process of it is gone, so the next call
+    // never sees its remains.
+    if killed && !child.cgroup().wait_empty(KILL_WAIT).await {
+        eprintln!("hearth-agent: a killed run still has processes after {KILL_WAIT:?}");
+    }
+    // The main process is gone; processes it left behind keep running (that is how
+    // `cmd &` works) unless the run was killed above; their cgroup goes when they do.
 
     let [a, b] = pumps;
     let aborts = [a.abort_handle(), b.abort_handle()];
@@ -179,6 +176,7 @@ pub async fn run(jail: &Jail, spec: ExecSpec, sink: OutputSink) -> Result<ExecRe
         stdout_truncated,
         stderr_truncated,
         timed_out,
+        oom_killed: child.oom_killed(),
         duration_ms: started.elapsed().as_millis() as u64,
     })
 }

@@ -3,11 +3,13 @@
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use nix::mount::{mount, MsFlags};
 use nix::unistd::{chown, Gid, Uid};
 
-use super::{JailError, Result};
+use super::cgroup::{CgroupConfig, UserCgroups};
+use super::{seccomp, JailError, Result};
 
 /// Where runtimes and the agent binary appear inside the jail.
 pub const RUNTIME_BIN_DIR: &str = "/opt/hearth/bin";
@@ -60,14 +62,19 @@ pub struct JailConfig {
     pub gid: u32,
     /// `size=` of the jail's `/tmp` tmpfs.
     pub tmp_size: String,
+    /// Where user code's cgroups live, and their limits.
+    pub cgroup: CgroupConfig,
 }
 
-/// A built jail; cheap to clone and share.
+/// A built jail; cheap to clone and share. Every process [`super::spawn`] starts gets
+/// its own cgroup under `cgroups` and the `seccomp` filters.
 #[derive(Debug, Clone)]
 pub struct Jail {
     pub root: PathBuf,
     pub uid: u32,
     pub gid: u32,
+    pub cgroups: Arc<UserCgroups>,
+    pub seccomp: Arc<seccomp::Filters>,
 }
 
 fn mnt(
@@ -112,9 +119,12 @@ fn mount_point_like(src: &Path, dst: &Path) -> Result<()> {
 }
 
 impl Jail {
-    /// Builds the jail. Must run as root, before any other thread exists, inside a mount
-    /// namespace of our own (see [`crate::agent`]'s start-up), because it mounts.
+    /// Builds the jail. Must run as root, inside a mount namespace of our own (see
+    /// [`crate::agent`]'s start-up), because it mounts. Also sets up the user cgroup
+    /// parent and compiles the seccomp filters, so nothing can be spawned without them.
     pub fn build(cfg: &JailConfig) -> Result<Jail> {
+        let seccomp = Arc::new(seccomp::Filters::build()?);
+        let cgroups = Arc::new(UserCgroups::setup(&cfg.cgroup)?);
         let root = &cfg.root;
         let io = |what: &str| JailError::io(format!("{what} in {}", root.display()));
         fs::create_dir_all(root).map_err(io("creating the jail root"))?;
@@ -159,6 +169,11 @@ impl Jail {
             Some("hidepid=invisible"),
         )
         .or_else(|_| mnt(None, &proc_dir, Some("proc"), pflags, None))?;
+        // Kernel tunables are for reading only, whatever their file modes say.
+        let sys = proc_dir.join("sys");
+        mnt(Some(&sys), &sys, None, MsFlags::MS_BIND, None)?;
+        let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | pflags;
+        mnt(None, &sys, None, ro, None)?;
 
         for d in ["tmp", "run", "var", "root", "home"] {
             fs::create_dir(root.join(d)).map_err(io("creating a top-level dir"))?;
@@ -227,6 +242,8 @@ impl Jail {
             root: root.clone(),
             uid: cfg.uid,
             gid: cfg.gid,
+            cgroups,
+            seccomp,
         })
     }
 

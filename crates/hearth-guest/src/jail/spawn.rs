@@ -2,11 +2,14 @@
 
 use std::ffi::CString;
 use std::io;
+use std::ops::{Deref, DerefMut};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::process::Stdio;
 
 use tokio::process::{Child, Command};
 
+use super::cgroup::RunCgroup;
 use super::{Jail, JailError, Result};
 
 /// `RLIMIT_NPROC` for user code: generous for builds and worker pools.
@@ -35,15 +38,69 @@ fn check(ret: libc::c_int) -> io::Result<()> {
     }
 }
 
-/// Starts `spec` jailed, with the given standard streams. The child leads its own
-/// session and process group (pgid == pid), so the caller can kill the whole group.
-pub fn spawn(jail: &Jail, spec: &SpawnSpec, stdio: [Stdio; 3]) -> Result<Child> {
+/// A jailed process and the cgroup holding it and everything it starts. Derefs to the
+/// tokio [`Child`]. Dropped while the main process still runs (a cancelled request),
+/// it kills the whole cgroup; dropped after the main process ended, it leaves any
+/// background processes running, and their cgroup is removed once they are gone.
+#[derive(Debug)]
+pub struct JailedChild {
+    child: Child,
+    cgroup: RunCgroup,
+}
+
+impl JailedChild {
+    /// SIGKILLs the main process and everything it started (`cgroup.kill`).
+    pub fn kill_all(&self) -> io::Result<()> {
+        self.cgroup.kill()
+    }
+
+    /// Whether the OOM killer killed one of this run's processes.
+    pub fn oom_killed(&self) -> bool {
+        self.cgroup.oom_killed()
+    }
+
+    pub fn cgroup(&self) -> &RunCgroup {
+        &self.cgroup
+    }
+}
+
+impl Deref for JailedChild {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.child
+    }
+}
+
+impl DerefMut for JailedChild {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+impl Drop for JailedChild {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.cgroup.kill();
+        }
+    }
+}
+
+/// Starts `spec` jailed, with the given standard streams, in a cgroup of its own. The
+/// child also leads its own session and process group (pgid == pid).
+pub fn spawn(jail: &Jail, spec: &SpawnSpec, stdio: [Stdio; 3]) -> Result<JailedChild> {
     // Everything the child needs is allocated here, in the parent: after fork only
     // async-signal-safe calls are allowed, which rules out allocation.
     let root = cstr(jail.root.as_os_str())?;
     let cwd = cstr(&spec.cwd)?;
     let (uid, gid) = (jail.uid, jail.gid);
     let slash = c"/";
+    let oom_adj = c"/proc/self/oom_score_adj";
+    let mut cgroup = jail.cgroups.new_run()?;
+    let procs = cgroup
+        .take_procs()
+        .expect("a new run cgroup has its procs fd");
+    let procs_fd = procs.as_raw_fd();
+    let seccomp = jail.seccomp.clone();
 
     let [stdin, stdout, stderr] = stdio;
     let mut cmd = Command::new(&spec.program);
@@ -55,13 +112,31 @@ pub fn spawn(jail: &Jail, spec: &SpawnSpec, stdio: [Stdio; 3]) -> Result<Child> 
         .stderr(stderr)
         .kill_on_drop(true);
     // SAFETY: the closure runs in the forked child before exec. It only makes raw
-    // system calls (setsid, chroot, chdir, prctl, setrlimit, setgroups, setres[ug]id,
-    // umask), all async-signal-safe, and only reads the CStrings prepared above,
-    // which the closure owns; it allocates nothing, takes no locks and touches no shared
-    // state, so it cannot deadlock on a lock another parent thread held at fork time.
-    // `io::Error::last_os_error` only reads errno.
+    // system calls (write, open, close, setsid, chroot, chdir, prctl, setrlimit,
+    // setgroups, setres[ug]id, umask, seccomp), all async-signal-safe, and only reads
+    // the CStrings, the descriptor and the compiled filters prepared above, which the
+    // closure owns or shares read-only; it allocates nothing, takes no locks and touches
+    // no shared state, so it cannot deadlock on a lock another parent thread held at fork
+    // time. `io::Error::last_os_error` only reads errno. `procs_fd` stays open in the
+    // parent until `spawn` returns (`procs` is dropped at the end of this function).
     unsafe {
         cmd.pre_exec(move || {
+            // First, as root: into the run's cgroup, so everything from here on (and every
+            // descendant) is counted, limited and killable as one.
+            if libc::write(procs_fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(io::Error::last_os_error());
+            }
+            // The agent runs with oom_score_adj -1000 (from init); user code must be the
+            // OOM killer's first choice, not immune.
+            let fd = libc::open(oom_adj.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            let wrote = libc::write(fd, b"0".as_ptr().cast(), 1);
+            libc::close(fd);
+            if wrote != 1 {
+                return Err(io::Error::last_os_error());
+            }
             check(libc::setsid())?;
             check(libc::chroot(root.as_ptr()))?;
             check(libc::chdir(slash.as_ptr()))?;
@@ -98,11 +173,16 @@ pub fn spawn(jail: &Jail, spec: &SpawnSpec, stdio: [Stdio; 3]) -> Result<Child> 
             libc::umask(0o022);
             // As the user, so a cwd the user may not enter fails here.
             check(libc::chdir(cwd.as_ptr()))?;
+            // Last, after no-new-privs (which it requires): from here on the deny list
+            // applies, to exec and everything after it.
+            seccomp.apply()?;
             Ok(())
         });
     }
-    cmd.spawn().map_err(|source| JailError::Spawn {
+    let child = cmd.spawn().map_err(|source| JailError::Spawn {
         program: spec.program.clone(),
         source,
-    })
+    })?;
+    drop(procs);
+    Ok(JailedChild { child, cgroup })
 }

@@ -20,6 +20,51 @@ pub struct Agent {
     pub dir: tempfile::TempDir,
     pub sock: PathBuf,
     pub child: Child,
+    /// The cgroup holding this agent's user code (removed, with anything left in it,
+    /// when the agent is dropped).
+    pub cgroup: PathBuf,
+}
+
+/// The host's cgroup v2 mount point (`/sys/fs/cgroup` on a unified host,
+/// `/sys/fs/cgroup/unified` on a hybrid one) and the controllers its root offers. The
+/// agent's cgroup tests run for real on either: `cgroup.kill` needs no controller.
+pub fn cgroup2() -> (PathBuf, Vec<String>) {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("reading mounts");
+    let mnt = mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 2 && f[2] == "cgroup2")
+        .map(|f| PathBuf::from(f[1]))
+        .expect("these tests need a cgroup v2 hierarchy mounted on the host");
+    let offered = std::fs::read_to_string(mnt.join("cgroup.controllers")).unwrap_or_default();
+    let offered = offered
+        .split_whitespace()
+        .filter(|c| ["memory", "pids"].contains(c))
+        .map(str::to_string)
+        .collect();
+    (mnt, offered)
+}
+
+/// Kills everything in `dir` (a cgroup v2 directory) and removes it with its children.
+pub fn remove_cgroup_tree(dir: &Path) {
+    if !dir.exists() {
+        return;
+    }
+    let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    let _ = std::fs::remove_dir(e.path());
+                }
+            }
+        }
+        if std::fs::remove_dir(dir).is_ok() || Instant::now() > deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Where the tests find the Deno binary: `$HEARTH_TEST_DENO`, else the binary of the
@@ -70,8 +115,20 @@ impl Agent {
         let bin = std::env::var_os("HEARTH_TEST_AGENT_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|| env!("CARGO_BIN_EXE_hearth-agent").into());
+        let (mnt, offered) = cgroup2();
+        let name = dir
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let cgroup = mnt.join(format!("hearth-test-{name}"));
         let mut cmd = Command::new(bin);
-        cmd.arg("--listen")
+        cmd.arg("--cgroup")
+            .arg(&cgroup)
+            .arg("--cgroup-require")
+            .arg(offered.join(","))
+            .arg("--listen")
             .arg(format!("unix:{}", sock.display()))
             .arg("--workspace")
             .arg(dir.path().join("ws"))
@@ -82,6 +139,20 @@ impl Agent {
             .args(&opts.extra_args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        // The agent starts at oom_score_adj 500 and then lowers itself to -1000 where
+        // the host grants CAP_SYS_RESOURCE (the guest does); either way its score is
+        // not 0, so the jail's reset of user code to 0 is visible.
+        // SAFETY: open/write/close of a fixed path, all async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY);
+                if fd >= 0 {
+                    libc::write(fd, b"500".as_ptr().cast(), 3);
+                    libc::close(fd);
+                }
+                Ok(())
+            });
+        }
         if opts.new_netns {
             // SAFETY: unshare is a single async-signal-safe system call.
             unsafe {
@@ -102,7 +173,26 @@ impl Agent {
             line.starts_with("listening on unix:"),
             "agent did not start: {line:?}"
         );
-        Agent { dir, sock, child }
+        Agent {
+            dir,
+            sock,
+            child,
+            cgroup,
+        }
+    }
+
+    /// The cgroups of this agent's runs that exist right now.
+    pub fn run_cgroups(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(&self.cgroup)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default();
+        dirs.sort();
+        dirs
     }
 
     pub fn workspace(&self) -> PathBuf {
@@ -154,6 +244,7 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        remove_cgroup_tree(&self.cgroup);
     }
 }
 
