@@ -311,7 +311,16 @@ async fn follow_split(client: &Client, id: &str) -> anyhow::Result<()> {
 fn exit_code_of(job: &Value) -> i32 {
     let status = s(&job["status"]);
     match status {
-        "succeeded" | "failed" => job["exit_code"].as_i64().unwrap_or(1) as i32,
+        "succeeded" | "failed" => {
+            if job["oom_killed"] == true {
+                eprintln!(
+                    "hearth: job {}: {}",
+                    s(&job["id"]),
+                    crate::cmd_vm::OOM_KILLED
+                );
+            }
+            job["exit_code"].as_i64().unwrap_or(1) as i32
+        }
         _ => {
             let why = job["error"].as_str().unwrap_or_default();
             eprintln!(

@@ -242,6 +242,13 @@ async fn run_in(vm: &VmHandle, args: &Args, job: Job) -> anyhow::Result<i32> {
                 err.flush()?;
             }
             StreamEvent::Exit(r) => {
+                if r.exec.oom_killed {
+                    eprintln!(
+                        "hearth: killed by the out-of-memory killer: the program needed more \
+                         memory than the VM gives it (--memory {} MiB, less the guest's reserve)",
+                        args.memory
+                    );
+                }
                 if r.exec.timed_out {
                     eprintln!(
                         "hearth: timed out after {} s; the program was killed",

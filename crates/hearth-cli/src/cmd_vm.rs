@@ -11,6 +11,11 @@ use serde_json::{json, Value};
 pub use crate::client::query_escape;
 use crate::client::{pack_tar_gz, Client, ClientArgs};
 
+/// What `hearth vm exec`/`run-*` and `hearth job` say when the guest's OOM killer ended
+/// a run (`oom_killed` in the response).
+pub const OOM_KILLED: &str = "killed by the out-of-memory killer: the program needed more \
+     memory than the VM gives user code (its memory less the guest's reserve)";
+
 #[derive(clap::Subcommand)]
 pub enum Command {
     /// Create a VM; returns when its agent is ready.
@@ -428,6 +433,9 @@ async fn run_call(c: &ClientArgs, path: &str, body: &Value) -> anyhow::Result<i3
         } else if let Some(err) = ev["stderr"].as_str() {
             eprint!("{err}");
         } else if let Some(exit) = ev.get("exit") {
+            if exit["oom_killed"] == true {
+                eprintln!("hearth: {OOM_KILLED}");
+            }
             if exit["timed_out"] == true {
                 eprintln!("hearth: timed out");
             }

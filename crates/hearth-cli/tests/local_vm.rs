@@ -137,6 +137,21 @@ fn run_reports_a_timeout_on_stderr() {
 }
 
 #[test]
+fn run_reports_an_oom_kill_on_stderr() {
+    let run = tempfile::tempdir().unwrap();
+    let bomb = "a = []\nwhile True:\n    a.append(b'x' * (16 << 20))\n";
+    let out = hearth(
+        run.path(),
+        &["run", "--memory", "256", "--", "python3", "-c", bomb],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(137), "{err}");
+    assert!(err.contains("killed by the out-of-memory killer"), "{err}");
+    assert!(!err.contains("timed out"), "{err}");
+    assert_run_dir_empty(run.path());
+}
+
+#[test]
 fn run_infers_python_from_the_file_name() {
     let run = tempfile::tempdir().unwrap();
     let src = tempfile::Builder::new().suffix(".py").tempfile().unwrap();

@@ -19,6 +19,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "core", include_str!("../migrations/0001_core.sql")),
     (2, "jobs", include_str!("../migrations/0002_jobs.sql")),
     (3, "network", include_str!("../migrations/0003_network.sql")),
+    (4, "job_oom", include_str!("../migrations/0004_job_oom.sql")),
 ];
 
 #[derive(Clone, Debug)]

@@ -449,6 +449,21 @@ async fn cli_client_round_trip() {
     let id = id.trim().to_string();
     let (code, out, _) = cli(&["vm", "exec", &id, "--", "sh", "-c", "echo hi; exit 7"]);
     assert_eq!((code, out.trim()), (7, "hi"));
+    // A run the guest's OOM killer ends says so: in the API's response, and on stderr.
+    let bomb = "a = []\nwhile True:\n    a.append(b'x' * (16 << 20))\n";
+    let (code, out, err) = cli(&["vm", "exec", "--json", &id, "--", "python3", "-c", bomb]);
+    assert_eq!(code, 137, "{out} {err}");
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (r["oom_killed"].as_bool(), r["timed_out"].as_bool()),
+        (Some(true), Some(false)),
+        "{r}"
+    );
+    let (code, _, err) = cli(&["vm", "exec", &id, "--", "python3", "-c", bomb]);
+    assert_eq!(code, 137, "{err}");
+    assert!(err.contains("killed by the out-of-memory killer"), "{err}");
+    let (code, out, _) = cli(&["vm", "exec", &id, "--", "echo", "still here"]);
+    assert_eq!((code, out.trim()), (0, "still here"));
     let (code, out, _) = cli(&["vm", "ls", "--json"]);
     assert_eq!(code, 0);
     let list: Value = serde_json::from_str(&out).unwrap();

@@ -149,6 +149,30 @@ async fn failure_timeout_cancel_and_the_cli() {
     assert_eq!(j["status"], "timed_out", "{j}");
     assert_eq!(srv.logs(&id, "").await, "before\n");
 
+    // A script the guest's OOM killer ends: `failed`, flagged, and the error says why.
+    let id = srv
+        .inline(
+            "python",
+            "print('growing', flush=True)\na = []\nwhile True:\n    a.append(b'x' * (16 << 20))\n",
+            json!({}),
+        )
+        .await;
+    let j = srv.wait_final(&id).await;
+    assert_eq!(
+        (
+            j["status"].as_str(),
+            j["exit_code"].as_i64(),
+            j["oom_killed"].as_bool()
+        ),
+        (Some("failed"), Some(137), Some(true)),
+        "{j}"
+    );
+    assert!(
+        j["error"].as_str().unwrap().contains("out-of-memory"),
+        "{j}"
+    );
+    assert_eq!(srv.logs(&id, "").await, "growing\n");
+
     // Output beyond the log cap is dropped and flagged; the job itself is unaffected.
     let id = srv
         .inline(

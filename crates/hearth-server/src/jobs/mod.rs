@@ -253,6 +253,9 @@ pub struct JobRecord {
     pub attempts: i64,
     pub max_retries: i64,
     pub log_truncated: bool,
+    /// The out-of-memory killer ended the run: the script needed more memory than the
+    /// VM gives user code (`memory_mib` minus the guest's reserve).
+    pub oom_killed: bool,
     #[serde(skip)]
     pub params: RunParams,
     #[serde(skip)]

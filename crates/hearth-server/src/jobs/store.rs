@@ -16,7 +16,7 @@ use crate::store::Store;
 const SCRIPT_COLS: &str = "id, name, language, size, sha256, created_at";
 const JOB_COLS: &str = "id, script_id, name, language, params, status, exit_code, error, \
      script_error, result, queued_at, started_at, finished_at, vm_id, vm_create_ms, claimed_by, \
-     attempts, max_retries, log_truncated";
+     attempts, max_retries, log_truncated, oom_killed";
 
 /// A new job, before it is a row.
 pub struct NewJob<'a> {
@@ -36,6 +36,7 @@ pub struct Finish {
     pub script_error: Option<serde_json::Value>,
     pub result: Option<serde_json::Value>,
     pub log_truncated: bool,
+    pub oom_killed: bool,
 }
 
 impl Store {
@@ -264,7 +265,7 @@ impl Store {
         let json = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string());
         let res = sqlx::query(
             "UPDATE jobs SET status = ?, exit_code = ?, error = ?, script_error = ?, result = ?, \
-             log_truncated = ?, finished_at = ?, updated_at = ? \
+             log_truncated = ?, oom_killed = ?, finished_at = ?, updated_at = ? \
              WHERE id = ? AND status = 'running' AND claimed_by = ?",
         )
         .bind(status.as_str())
@@ -273,6 +274,7 @@ impl Store {
         .bind(json(&f.script_error))
         .bind(json(&f.result))
         .bind(f.log_truncated as i64)
+        .bind(f.oom_killed as i64)
         .bind(now)
         .bind(now)
         .bind(id)
@@ -402,6 +404,7 @@ fn job_from_row(r: &SqliteRow) -> Result<JobRecord> {
         attempts: r.get("attempts"),
         max_retries: r.get("max_retries"),
         log_truncated: r.get::<i64, _>("log_truncated") != 0,
+        oom_killed: r.get::<i64, _>("oom_killed") != 0,
         params: json_col::<RunParams>(r, "params").unwrap_or_default(),
         claimed_by: r.get("claimed_by"),
     })

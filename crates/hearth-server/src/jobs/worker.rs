@@ -25,6 +25,9 @@ const CANCEL_POLL: Duration = Duration::from_secs(1);
 const REPORT_GRACE: Duration = Duration::from_secs(30);
 /// How long a job waits for a boot slot or VM capacity before it fails.
 const CAPACITY_WAIT: Duration = Duration::from_secs(600);
+/// The `error` of a job the guest's out-of-memory killer ended.
+pub const OOM_KILLED: &str =
+    "killed by the out-of-memory killer: the script needed more memory than the VM gives it";
 
 /// Starts `jobs.concurrency` workers. Call after [`super::recover`].
 pub fn start_workers(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
@@ -281,10 +284,13 @@ async fn run_in_vm(
                 } else {
                     JobStatus::Failed
                 };
-                let error = r
-                    .exec
-                    .timed_out
-                    .then(|| format!("killed after the timeout of {timeout_s} s"));
+                let error = if r.exec.timed_out {
+                    Some(format!("killed after the timeout of {timeout_s} s"))
+                } else if r.exec.oom_killed {
+                    Some(OOM_KILLED.to_string())
+                } else {
+                    None
+                };
                 return Ok(Outcome {
                     status,
                     finish: Finish {
@@ -293,6 +299,7 @@ async fn run_in_vm(
                         script_error: r.error,
                         result: r.result,
                         log_truncated: log.truncated,
+                        oom_killed: r.exec.oom_killed,
                     },
                 });
             }
