@@ -24,6 +24,7 @@ mod output;
 mod root;
 pub mod seccomp;
 mod spawn;
+mod sweeper;
 
 pub use cgroup::CgroupConfig;
 pub use error::{JailError, Result};
