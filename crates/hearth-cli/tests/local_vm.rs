@@ -142,7 +142,17 @@ fn run_reports_an_oom_kill_on_stderr() {
     let bomb = "a = []\nwhile True:\n    a.append(b'x' * (16 << 20))\n";
     let out = hearth(
         run.path(),
-        &["run", "--memory", "256", "--", "python3", "-c", bomb],
+        &[
+            "run",
+            "--memory",
+            "256",
+            "--timeout",
+            "300",
+            "--",
+            "python3",
+            "-c",
+            bomb,
+        ],
     );
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(137), "{err}");

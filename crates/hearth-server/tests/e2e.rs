@@ -450,8 +450,13 @@ async fn cli_client_round_trip() {
     let (code, out, _) = cli(&["vm", "exec", &id, "--", "sh", "-c", "echo hi; exit 7"]);
     assert_eq!((code, out.trim()), (7, "hi"));
     // A run the guest's OOM killer ends says so: in the API's response, and on stderr.
+    // (Under TCG on a busy host the OOM killer can take tens of seconds to act: reclaim
+    // evicts and refaults file pages first, hence the long timeout.)
     let bomb = "a = []\nwhile True:\n    a.append(b'x' * (16 << 20))\n";
-    let (code, out, err) = cli(&["vm", "exec", "--json", &id, "--", "python3", "-c", bomb]);
+    let long = "--timeout-ms=300000";
+    let (code, out, err) = cli(&[
+        "vm", "exec", "--json", long, &id, "--", "python3", "-c", bomb,
+    ]);
     assert_eq!(code, 137, "{out} {err}");
     let r: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
@@ -459,7 +464,7 @@ async fn cli_client_round_trip() {
         (Some(true), Some(false)),
         "{r}"
     );
-    let (code, _, err) = cli(&["vm", "exec", &id, "--", "python3", "-c", bomb]);
+    let (code, _, err) = cli(&["vm", "exec", long, &id, "--", "python3", "-c", bomb]);
     assert_eq!(code, 137, "{err}");
     assert!(err.contains("killed by the out-of-memory killer"), "{err}");
     let (code, out, _) = cli(&["vm", "exec", &id, "--", "echo", "still here"]);
