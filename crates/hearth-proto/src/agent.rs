@@ -9,7 +9,12 @@ use crate::{ProtoError, MAX_TIMEOUT_MS};
 /// `GET /health`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Health {
+    /// The agent's crate version (informational).
     pub version: String,
+    /// The wire protocol the agent speaks, [`crate::PROTOCOL_VERSION`] of its build. An
+    /// agent from before versioning sends none, which reads as 0.
+    #[serde(default)]
+    pub protocol: u32,
     pub uptime_ms: u64,
 }
 
@@ -37,13 +42,18 @@ impl ExecRequest {
             return Err(ProtoError::EmptyCommand);
         }
         check_timeout(self.timeout_ms)?;
-        for k in self.env.keys() {
-            if k.is_empty() || k.contains('=') || k.contains('\0') {
-                return Err(ProtoError::BadEnv(k.clone()));
-            }
-        }
-        Ok(())
+        check_env_keys(&self.env)
     }
+}
+
+/// Keys of an env map: non-empty, no `=`, no NUL.
+pub(crate) fn check_env_keys(env: &BTreeMap<String, String>) -> crate::Result<()> {
+    for k in env.keys() {
+        if k.is_empty() || k.contains('=') || k.contains('\0') {
+            return Err(ProtoError::BadEnv(k.clone()));
+        }
+    }
+    Ok(())
 }
 
 /// Outcome of a finished process: the body of `/exec`, and the base of every run response.
@@ -109,7 +119,7 @@ pub fn parse_env_entry(entry: &str) -> crate::Result<(String, String)> {
     }
 }
 
-fn check_timeout(t: Option<u64>) -> crate::Result<()> {
+pub(crate) fn check_timeout(t: Option<u64>) -> crate::Result<()> {
     match t {
         Some(t) if t > MAX_TIMEOUT_MS => Err(ProtoError::TimeoutTooLarge(t, MAX_TIMEOUT_MS)),
         _ => Ok(()),

@@ -17,6 +17,12 @@ pub enum ProtoError {
     TimeoutTooLarge(u64, u64),
     #[error("`cmd` must not be empty")]
     EmptyCommand,
+    #[error("mode {0:?} is not octal permission bits between 0 and 0777")]
+    BadMode(String),
+    #[error("depth {0} is outside 1..={1}")]
+    BadDepth(u32, u32),
+    #[error("pty size {0}x{1} is outside 1..={2} in either direction")]
+    BadPtySize(u16, u16, u16),
 }
 
 pub type Result<T, E = ProtoError> = std::result::Result<T, E>;

@@ -6,13 +6,26 @@
 
 pub mod agent;
 pub mod error;
+pub mod files;
 pub mod lang;
 pub mod net;
+pub mod paths;
+pub mod process;
 
 pub use agent::*;
 pub use error::{ErrorBody, ErrorDetail, ProtoError, Result};
+pub use files::*;
 pub use lang::Language;
 pub use net::GuestNet;
+pub use process::*;
+
+/// Version of the agent's wire protocol (the endpoints in [`paths`] and the bodies in
+/// this crate). `/health` reports the agent's; the host refuses to talk to an agent whose
+/// version differs from its own. Bump it with any change an older peer would misread.
+///
+/// 1: exec, runs, archive upload/download, firewall (unversioned agents read as 0).
+/// 2: single-file operations, watch, processes with stdin and PTY attach, plain tar.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// vsock port the agent listens on inside every guest.
 pub const AGENT_PORT: u32 = 8080;

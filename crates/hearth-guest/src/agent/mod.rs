@@ -121,6 +121,7 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bod
             expect(Method::GET)?;
             let health = Health {
                 version: env!("CARGO_PKG_VERSION").to_string(),
+                protocol: hearth_proto::PROTOCOL_VERSION,
                 uptime_ms: state.started.elapsed().as_millis() as u64,
             };
             Ok(http::json(200, &health))
