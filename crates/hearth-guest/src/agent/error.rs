@@ -2,6 +2,7 @@ use hearth_proto::ErrorBody;
 
 use crate::archive::ArchiveError;
 use crate::jail::JailError;
+use crate::workspace::FsError;
 
 /// Everything a request can fail with; each maps to one HTTP status and `ErrorBody` code.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,10 @@ pub enum AgentError {
         message: String,
     },
     #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
     Jail(#[from] JailError),
     #[error("{0}")]
     Internal(String),
@@ -44,6 +49,8 @@ impl AgentError {
             Self::TooLarge(_) => 413,
             Self::Archive(e) => e.status(),
             Self::Helper { status, .. } => *status,
+            Self::Fs(e) => e.status(),
+            Self::Conflict(_) => 409,
             Self::Jail(_) | Self::Internal(_) => 500,
         }
     }
@@ -58,6 +65,8 @@ impl AgentError {
             Self::TooLarge(_) => "payload_too_large",
             Self::Archive(e) => e.code(),
             Self::Helper { code, .. } => code,
+            Self::Fs(e) => e.code(),
+            Self::Conflict(_) => "conflict",
             Self::Jail(_) | Self::Internal(_) => "internal",
         };
         let message = match self {

@@ -34,6 +34,7 @@ pub async fn handle(
             args,
             env: base_env(req.env),
             cwd,
+            ..Default::default()
         },
         stdin: req.stdin.map(String::into_bytes),
         timeout: timeout(req.timeout_ms),

@@ -1,10 +1,12 @@
-//! `POST /files/upload` and `GET /files/download`: the agent streams bytes between the
+//! `POST /files/upload` and `GET /files/download` (tar.gz, or plain tar by
+//! `Content-Type: application/x-tar` / `?format=tar`): the agent streams bytes between the
 //! client and a jailed helper process (see [`super::helper`]); it never parses archives
 //! or touches workspace paths itself.
 
 use std::process::Stdio;
 
 use bytes::Bytes;
+use hearth_proto::{ArchiveFormat, DownloadQuery};
 use http::Response;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -39,6 +41,7 @@ fn helper_spec(args: Vec<String>) -> SpawnSpec {
         args,
         env: base_env([]),
         cwd: hearth_proto::WORKSPACE.into(),
+        ..Default::default()
     }
 }
 
@@ -62,6 +65,8 @@ fn helper_error(line: &[u8]) -> AgentError {
 
 pub async fn upload(state: &State, req: hyper::Request<Incoming>) -> Result<Response<Body>> {
     let dest = query_path(&req, "dest", Some(hearth_proto::WORKSPACE))?;
+    let content_type = req.headers().get(http::header::CONTENT_TYPE);
+    let format = ArchiveFormat::from_content_type(content_type.and_then(|v| v.to_str().ok()));
     let limits = state.config.upload_limits;
     let spec = helper_spec(vec![
         "__extract".into(),
@@ -69,6 +74,7 @@ pub async fn upload(state: &State, req: hyper::Request<Incoming>) -> Result<Resp
         dest.to_string(),
         limits.max_entries.to_string(),
         limits.max_bytes.to_string(),
+        format.as_str().into(),
     ]);
     let stdio = [Stdio::piped(), Stdio::piped(), Stdio::null()];
     let mut child = spawn(&state.jail, &spec, stdio)?;
@@ -107,11 +113,14 @@ pub async fn upload(state: &State, req: hyper::Request<Incoming>) -> Result<Resp
 }
 
 pub async fn download(state: &State, req: hyper::Request<Incoming>) -> Result<Response<Body>> {
-    let path = query_path(&req, "path", None)?;
+    let q: DownloadQuery = h::query(&req)?;
+    let path = WorkspacePath::parse(&q.path)
+        .map_err(|e| AgentError::Invalid(format!("path {:?}: {e}", q.path)))?;
     let spec = helper_spec(vec![
         "__pack".into(),
         hearth_proto::WORKSPACE.into(),
         path.to_string(),
+        q.format.as_str().into(),
     ]);
     let stdio = [Stdio::null(), Stdio::piped(), Stdio::null()];
     let mut child = spawn(&state.jail, &spec, stdio)?;
@@ -157,5 +166,5 @@ pub async fn download(state: &State, req: hyper::Request<Incoming>) -> Result<Re
             }
         }
     });
-    Ok(h::streaming("application/gzip", rx))
+    Ok(h::streaming(q.format.content_type(), rx))
 }

@@ -1,6 +1,7 @@
 //! The archive helpers: the agent binary re-run inside the jail (chroot, uid 1000) as
-//! `hearth-agent __extract ROOT DEST MAX_ENTRIES MAX_BYTES` (tar.gz on stdin) or
-//! `hearth-agent __pack ROOT PATH` (tar.gz on stdout). Running them jailed means the
+//! `hearth-agent __extract ROOT DEST MAX_ENTRIES MAX_BYTES FORMAT` (archive on stdin) or
+//! `hearth-agent __pack ROOT PATH FORMAT` (archive on stdout); FORMAT is `tar` or
+//! `tar.gz`. Running them jailed means the
 //! privileged agent never resolves a path the user controls, and uploaded files are
 //! owned by uid 1000 without any chown.
 //!
@@ -10,7 +11,7 @@
 use std::io::{self, BufReader, Write};
 use std::path::Path;
 
-use hearth_proto::UploadResponse;
+use hearth_proto::{ArchiveFormat, UploadResponse};
 use serde::{Deserialize, Serialize};
 
 use crate::archive::{self, ArchiveError, Limits, WorkspacePath};
@@ -79,27 +80,37 @@ pub fn main(args: &[String]) -> Option<i32> {
 }
 
 fn extract(args: &[String]) -> Result<UploadResponse, ArchiveError> {
-    let [root, dest, entries, bytes] = args else {
+    let [root, dest, entries, bytes, format] = args else {
         return Err(usage());
     };
+    let format = parse_format(format)?;
     let limits = Limits {
         max_entries: entries.parse().map_err(|_| usage())?,
         max_bytes: bytes.parse().map_err(|_| usage())?,
     };
     let dest = parse_path(dest)?;
     let stdin = BufReader::with_capacity(64 * 1024, io::stdin().lock());
-    archive::extract(stdin, Path::new(root), &dest, &limits)
+    archive::extract_as(stdin, Path::new(root), &dest, &limits, format)
+}
+
+fn parse_format(s: &str) -> Result<ArchiveFormat, ArchiveError> {
+    match s {
+        "tar" => Ok(ArchiveFormat::Tar),
+        "tar.gz" => Ok(ArchiveFormat::TarGz),
+        _ => Err(usage()),
+    }
 }
 
 fn pack(args: &[String], out: &mut impl Write) -> Result<(), ArchiveError> {
-    let [root, path] = args else {
+    let [root, path, format] = args else {
         return Err(usage());
     };
+    let format = parse_format(format)?;
     let path = parse_path(path)?;
     let root = Path::new(root);
     archive::check_source(root, &path)?;
     out.write_all(b"ok\n")
         .map_err(ArchiveError::io("writing to stdout"))?;
     let w = io::BufWriter::with_capacity(64 * 1024, out);
-    archive::pack(root, &path, w).map(|_| ())
+    archive::pack_as(root, &path, w, format).map(|_| ())
 }

@@ -42,6 +42,12 @@ pub async fn read_json<T: DeserializeOwned>(
     Ok(serde_json::from_slice(&body)?)
 }
 
+/// The whole query string as `T` (the typed query structs of `hearth_proto`).
+pub fn query<T: DeserializeOwned>(req: &hyper::Request<Incoming>) -> Result<T> {
+    serde_urlencoded::from_str(req.uri().query().unwrap_or(""))
+        .map_err(|e| AgentError::BadRequest(format!("query string: {e}")))
+}
+
 /// Value of `key` in a query string, percent-decoded.
 pub fn query_param(query: Option<&str>, key: &str) -> Result<Option<String>> {
     for pair in query.unwrap_or("").split('&') {
@@ -83,6 +89,14 @@ pub fn json<T: Serialize>(status: u16, value: &T) -> Response<Body> {
         .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
         .header(header::CONTENT_TYPE, "application/json")
         .body(full(body))
+        .expect("static response parts are valid")
+}
+
+/// An answer without a body.
+pub fn no_content() -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(full(Bytes::new()))
         .expect("static response parts are valid")
 }
 

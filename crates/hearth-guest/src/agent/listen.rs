@@ -99,8 +99,10 @@ where
             async move { Ok::<_, std::convert::Infallible>(handle(state, req).await) }
         });
         // Errors here are a client going away mid-request; nothing to report to anyone.
+        // `with_upgrades`: `/processes/{pid}/attach` turns the connection into a WebSocket.
         let _ = http1::Builder::new()
             .serve_connection(TokioIo::new(io), svc)
+            .with_upgrades()
             .await;
     });
 }

@@ -2,7 +2,9 @@
 //!
 //! Every request runs in its own task, so a slow or endless run never delays `/health`
 //! or other requests. Handlers only parse and validate; processes are started through
-//! [`crate::jail`], and file transfers run in jailed helper processes (see [`helper`]).
+//! [`crate::jail`] (those that outlive a request are kept in [`crate::procs`]), archive
+//! transfers run in jailed helper processes (see [`helper`]), and single-file
+//! operations on uid-1000 threads of the agent itself (see [`crate::workspace`]).
 //!
 //! Contract details beyond the `hearth_proto` types:
 //! - `/exec` and `/run-*` accept `?stream=true`: NDJSON `StreamEvent`s, one HTTP chunk
@@ -22,24 +24,36 @@
 //! - `cwd`, `path`, `dest`: relative to `/workspace` or spelled `/workspace/...`; no `..`.
 //! - `/firewall/allowlist` answers with the applied request, CIDRs in canonical form.
 //! - `/files/download` of a directory yields entries under its name (`proj/...`); of
-//!   `/workspace` itself, its contents; of a file, one entry named after it.
-//! - Status codes: 400 malformed (bad JSON, unknown fields, corrupt archive), 404 unknown
-//!   endpoint or missing file, 405 wrong method, 413 body or archive too large, 422
-//!   validation (bad path, rejected archive entry, bad CIDR), 500 our own failures.
+//!   `/workspace` itself, its contents; of a file, one entry named after it. `format=tar`
+//!   sends it uncompressed; `/files/upload` takes `Content-Type: application/x-tar` too.
+//! - Query strings of the newer endpoints are the typed `*Query` structs of
+//!   `hearth_proto` (unknown parameters are a 400).
+//! - Status codes: 400 malformed (bad JSON, unknown fields, corrupt archive, not a
+//!   WebSocket handshake), 403 the user may not, 404 unknown endpoint, missing file or
+//!   process, 405 wrong method, 409 conflicts with the current state (a directory where a
+//!   file is wanted, exists, not empty, symlink target of a write, stdin closed, process
+//!   exited or without a terminal), 413 body, file or archive too large (or disk full),
+//!   422 validation (bad path, a path leading out of `/workspace`, rejected archive
+//!   entry, bad CIDR), 500 our own failures.
 
+mod attach;
 mod error;
 mod exec;
+mod fileops;
 mod files;
 mod firewall;
 pub mod helper;
 mod http;
 mod listen;
+mod processes;
+mod route;
 mod run;
+mod watch;
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use ::http::{Method, Request, Response};
+use ::http::{Request, Response};
 use hearth_proto::Health;
 use hyper::body::Incoming;
 
@@ -49,6 +63,8 @@ pub use listen::{serve, Listen};
 
 use crate::archive::Limits;
 use crate::jail::Jail;
+use crate::procs;
+use crate::workspace::{UserThreads, Workspace};
 use http::Body;
 
 /// Settings that do not change while the agent runs.
@@ -63,6 +79,10 @@ pub struct Config {
     pub python: String,
     /// The `nft` binary, run by the agent itself (not jailed).
     pub nft: String,
+    /// Largest body `PUT /files/content` accepts.
+    pub max_file_bytes: u64,
+    /// Output bytes kept per process.
+    pub process_output_keep: usize,
 }
 
 impl Default for Config {
@@ -74,6 +94,8 @@ impl Default for Config {
             node: "node".into(),
             python: "python3".into(),
             nft: "/usr/sbin/nft".into(),
+            max_file_bytes: hearth_proto::DEFAULT_MAX_FILE_BYTES,
+            process_output_keep: hearth_proto::DEFAULT_PROCESS_OUTPUT_KEEP,
         }
     }
 }
@@ -83,6 +105,11 @@ impl Default for Config {
 pub struct State {
     pub config: Config,
     pub jail: Jail,
+    /// The jail's `/workspace`, held open: every file operation resolves beneath it.
+    pub workspace: Arc<Workspace>,
+    /// The uid-1000 threads file operations run on.
+    pub users: UserThreads,
+    pub procs: Arc<procs::Table>,
     pub started: Instant,
 }
 
@@ -102,23 +129,13 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body>
 }
 
 async fn route(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>> {
-    let path = req.uri().path().to_string();
-    let method = req.method().clone();
-    let stream =
-        http::query_param(req.uri().query(), "stream")?.is_some_and(|v| v == "true" || v == "1");
-    let expect = |m: Method| {
-        if method == m {
-            Ok(())
-        } else {
-            Err(AgentError::MethodNotAllowed {
-                method: method.to_string(),
-                path: path.clone(),
-            })
-        }
+    use route::Route as R;
+    let stream = || {
+        http::query_param(req.uri().query(), "stream")
+            .map(|v| v.is_some_and(|v| v == "true" || v == "1"))
     };
-    match path.as_str() {
-        "/health" => {
-            expect(Method::GET)?;
+    match route::parse(req.method(), req.uri().path())? {
+        R::Health => {
             let health = Health {
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 protocol: hearth_proto::PROTOCOL_VERSION,
@@ -126,32 +143,33 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bod
             };
             Ok(http::json(200, &health))
         }
-        "/exec" => {
-            expect(Method::POST)?;
+        R::Exec => {
+            let stream = stream()?;
             exec::handle(&state, req, stream).await
         }
-        "/run-ts" | "/run-js" | "/run-python" => {
-            expect(Method::POST)?;
-            let rt = match path.as_str() {
-                "/run-ts" => run::Runtime::Deno,
-                "/run-js" => run::Runtime::Node,
-                _ => run::Runtime::Python,
-            };
+        R::Run(rt) => {
+            let stream = stream()?;
             run::handle(&state, rt, req, stream).await
         }
-        "/files/upload" => {
-            expect(Method::POST)?;
-            files::upload(&state, req).await
-        }
-        "/files/download" => {
-            expect(Method::GET)?;
-            files::download(&state, req).await
-        }
-        "/firewall/allowlist" => {
-            expect(Method::POST)?;
-            firewall::handle(&state, req).await
-        }
-        _ => Err(AgentError::NotFound(format!("no endpoint {path}"))),
+        R::Upload => files::upload(&state, req).await,
+        R::Download => files::download(&state, req).await,
+        R::Firewall => firewall::handle(&state, req).await,
+        R::FileRead => fileops::read(&state, req).await,
+        R::FileWrite => fileops::write(&state, req).await,
+        R::FileList => fileops::list(&state, req).await,
+        R::FileStat => fileops::stat(&state, req).await,
+        R::Mkdir => fileops::mkdir(&state, req).await,
+        R::Move => fileops::rename(&state, req).await,
+        R::Delete => fileops::delete(&state, req).await,
+        R::Watch => watch::handle(&state, req).await,
+        R::ProcessList => Ok(processes::list(&state)),
+        R::ProcessStart => processes::start(&state, req).await,
+        R::ProcessGet(pid) => processes::info(&state, pid),
+        R::ProcessKill(pid) => processes::kill(&state, pid).await,
+        R::ProcessOutput(pid) => processes::output(&state, pid, req).await,
+        R::ProcessStdin(pid) => processes::stdin(&state, pid, req).await,
+        R::ProcessSignal(pid) => processes::signal(&state, pid, req).await,
+        R::ProcessAttach(pid) => attach::handle(&state, pid, req).await,
     }
 }
 

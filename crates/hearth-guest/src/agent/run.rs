@@ -169,6 +169,7 @@ pub async fn handle(
             args,
             env,
             cwd: hearth_proto::WORKSPACE.into(),
+            ..Default::default()
         },
         // Inline code for Node and Deno goes in on stdin (see the module docs).
         stdin: match rt {

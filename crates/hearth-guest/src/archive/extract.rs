@@ -8,7 +8,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 use flate2::read::GzDecoder;
-use hearth_proto::UploadResponse;
+use hearth_proto::{ArchiveFormat, UploadResponse};
 
 use super::{check_entry, ArchiveError, EntryKind, Limits, Result, Tally, WorkspacePath};
 
@@ -25,8 +25,23 @@ pub fn extract(
     dest: &WorkspacePath,
     limits: &Limits,
 ) -> Result<UploadResponse> {
+    extract_as(body, root, dest, limits, ArchiveFormat::TarGz)
+}
+
+/// [`extract`] of either format.
+pub fn extract_as(
+    body: impl Read,
+    root: &Path,
+    dest: &WorkspacePath,
+    limits: &Limits,
+    format: ArchiveFormat,
+) -> Result<UploadResponse> {
     let staging = root.join(format!(".hearth-upload-{}", crate::jail::random_token()));
     fs::create_dir(&staging).map_err(ArchiveError::io("creating the staging directory"))?;
+    let body: Box<dyn Read> = match format {
+        ArchiveFormat::TarGz => Box::new(GzDecoder::new(body)),
+        ArchiveFormat::Tar => Box::new(body),
+    };
     let outcome = unpack(body, &staging, dest, limits).and_then(|resp| {
         move_into_place(&staging, &dest.under(root), dest)?;
         Ok(resp)
@@ -50,7 +65,7 @@ fn unpack(
         .saturating_add(limits.max_entries.saturating_mul(3 * 512))
         .saturating_add(1 << 20);
     let capped = Capped {
-        inner: GzDecoder::new(body),
+        inner: body,
         left: cap,
         exceeded: exceeded.clone(),
     };

@@ -21,7 +21,7 @@ mod path;
 mod policy;
 
 pub use error::{ArchiveError, Result};
-pub use extract::extract;
-pub use pack::{check_source, pack, PackStats};
+pub use extract::{extract, extract_as};
+pub use pack::{check_source, pack, pack_as, PackStats};
 pub use path::{PathError, WorkspacePath, MAX_COMPONENT_LEN, MAX_PATH_LEN};
 pub use policy::{check_entry, EntryKind, Limits, Tally};

@@ -9,6 +9,8 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use tar::{EntryType, Header, HeaderMode};
 
+use hearth_proto::ArchiveFormat;
+
 use super::{ArchiveError, Result, WorkspacePath};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -45,20 +47,44 @@ pub fn check_source(root: &Path, path: &WorkspacePath) -> Result<()> {
 /// Writes `path` as tar.gz to `out`. A file becomes one entry named after it; a directory
 /// becomes a tree whose top entry is its name (the workspace root: its contents, unnamed).
 pub fn pack(root: &Path, path: &WorkspacePath, out: impl Write) -> Result<PackStats> {
+    pack_as(root, path, out, ArchiveFormat::TarGz)
+}
+
+/// [`pack`] in either format.
+pub fn pack_as(
+    root: &Path,
+    path: &WorkspacePath,
+    out: impl Write,
+    format: ArchiveFormat,
+) -> Result<PackStats> {
     check_source(root, path)?;
-    let mut builder = tar::Builder::new(GzEncoder::new(out, Compression::fast()));
+    let finish = ArchiveError::io("finishing the archive");
+    match format {
+        ArchiveFormat::TarGz => {
+            let gz = GzEncoder::new(out, Compression::fast());
+            let (gz, stats) = pack_into(root, path, gz)?;
+            gz.finish().and_then(|mut w| w.flush()).map_err(finish)?;
+            Ok(stats)
+        }
+        ArchiveFormat::Tar => {
+            let (mut w, stats) = pack_into(root, path, out)?;
+            w.flush().map_err(finish)?;
+            Ok(stats)
+        }
+    }
+}
+
+fn pack_into<W: Write>(root: &Path, path: &WorkspacePath, out: W) -> Result<(W, PackStats)> {
+    let mut builder = tar::Builder::new(out);
     builder.mode(HeaderMode::Complete);
     builder.follow_symlinks(false);
     let mut stats = PackStats::default();
     let name = path.file_name().unwrap_or("").to_string();
     add(&mut builder, &path.under(root), &name, &mut stats)?;
-    let gz = builder
+    let out = builder
         .into_inner()
         .map_err(ArchiveError::io("finishing the archive"))?;
-    gz.finish()
-        .and_then(|mut w| w.flush())
-        .map_err(ArchiveError::io("finishing the archive"))?;
-    Ok(stats)
+    Ok((out, stats))
 }
 
 fn add<W: Write>(

@@ -107,6 +107,13 @@ impl WorkspacePath {
         self.0.split('/').filter(|c| !c.is_empty())
     }
 
+    /// Everything but the last component; `None` for the root.
+    pub fn parent(&self) -> Option<WorkspacePath> {
+        let name = self.file_name()?;
+        let rest = self.0[..self.0.len() - name.len()].trim_end_matches('/');
+        Some(Self(rest.to_string()))
+    }
+
     /// Last component, `None` for the root.
     pub fn file_name(&self) -> Option<&str> {
         self.components().last()
@@ -252,6 +259,9 @@ mod tests {
         assert_eq!(WorkspacePath::root().to_string(), "/workspace");
         assert_eq!(p("q/r").to_string(), "/workspace/q/r");
         assert_eq!(p("q/r").file_name(), Some("r"));
+        assert_eq!(p("q/r/s").parent(), Some(p("q/r")));
+        assert_eq!(p("q").parent(), Some(WorkspacePath::root()));
+        assert_eq!(WorkspacePath::root().parent(), None);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use hearth_guest::agent::{self, Config, Listen, State};
 use hearth_guest::jail::{CgroupConfig, Jail, JailConfig};
+use hearth_guest::workspace::{UserThreads, Workspace};
 use nix::mount::{mount, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 
@@ -18,7 +19,11 @@ const USAGE: &str = "usage: hearth-agent [--listen vsock:PORT|unix:PATH|tcp:127.
     [--workspace DIR] [--jail-root DIR] [--runtime-bin PATH]... [--tmp-size SIZE]
     [--cgroup DIR] [--cgroup-require memory,pids] [--pids-max N] [--memory-reserve-mib N]
     [--deno CMD] [--node CMD] [--python CMD] [--nft CMD]
-    [--output-cap BYTES] [--max-upload-entries N] [--max-upload-bytes N]";
+    [--output-cap BYTES] [--max-upload-entries N] [--max-upload-bytes N]
+    [--max-file-bytes N] [--process-output-keep BYTES]";
+
+/// Threads that do file operations as uid 1000; each job is short (no byte copying).
+const USER_THREADS: usize = 4;
 
 struct Options {
     listen: Vec<Listen>,
@@ -71,6 +76,8 @@ fn parse(args: Vec<String>) -> Result<Options, String> {
             "--output-cap" => o.config.output_cap = number(value()?)? as usize,
             "--max-upload-entries" => o.config.upload_limits.max_entries = number(value()?)?,
             "--max-upload-bytes" => o.config.upload_limits.max_bytes = number(value()?)?,
+            "--max-file-bytes" => o.config.max_file_bytes = number(value()?)?,
+            "--process-output-keep" => o.config.process_output_keep = number(value()?)? as usize,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -124,9 +131,26 @@ fn main() -> ExitCode {
         }
     };
     eprintln!("hearth-agent: {}", jail.cgroups.summary());
+    let workspace = match Workspace::open(&jail.host_path(hearth_proto::WORKSPACE)) {
+        Ok(w) => Arc::new(w),
+        Err(e) => {
+            eprintln!("hearth-agent: opening the workspace: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let users = match UserThreads::start(USER_THREADS, jail.uid, jail.gid) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("hearth-agent: starting the uid-{} threads: {e}", jail.uid);
+            return ExitCode::from(1);
+        }
+    };
     let state = Arc::new(State {
         config: opts.config,
         jail,
+        workspace,
+        users,
+        procs: Default::default(),
         started: Instant::now(),
     });
     let rt = match tokio::runtime::Builder::new_multi_thread()

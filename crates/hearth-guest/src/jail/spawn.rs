@@ -22,6 +22,8 @@ pub struct SpawnSpec {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub cwd: String,
+    /// Make stdin (a pty slave) the new session's controlling terminal.
+    pub controlling_tty: bool,
 }
 
 fn cstr(s: impl AsRef<std::ffi::OsStr>) -> Result<CString> {
@@ -93,6 +95,7 @@ pub fn spawn(jail: &Jail, spec: &SpawnSpec, stdio: [Stdio; 3]) -> Result<JailedC
     let root = cstr(jail.root.as_os_str())?;
     let cwd = cstr(&spec.cwd)?;
     let (uid, gid) = (jail.uid, jail.gid);
+    let controlling_tty = spec.controlling_tty;
     let slash = c"/";
     let oom_adj = c"/proc/self/oom_score_adj";
     let mut cgroup = jail.cgroups.new_run()?;
@@ -112,7 +115,7 @@ pub fn spawn(jail: &Jail, spec: &SpawnSpec, stdio: [Stdio; 3]) -> Result<JailedC
         .stderr(stderr)
         .kill_on_drop(true);
     // SAFETY: the closure runs in the forked child before exec. It only makes raw
-    // system calls (write, open, close, setsid, chroot, chdir, prctl, setrlimit,
+    // system calls (write, open, close, setsid, ioctl, chroot, chdir, prctl, setrlimit,
     // setgroups, setres[ug]id, umask, seccomp), all async-signal-safe, and only reads
     // the CStrings, the descriptor and the compiled filters prepared above, which the
     // closure owns or shares read-only; it allocates nothing, takes no locks and touches
@@ -138,6 +141,10 @@ pub fn spawn(jail: &Jail, spec: &SpawnSpec, stdio: [Stdio; 3]) -> Result<JailedC
                 return Err(io::Error::last_os_error());
             }
             check(libc::setsid())?;
+            if controlling_tty {
+                // Only a session leader without a terminal may take one: right after setsid.
+                check(libc::ioctl(0, libc::TIOCSCTTY, 0))?;
+            }
             check(libc::chroot(root.as_ptr()))?;
             check(libc::chdir(slash.as_ptr()))?;
             // Empty the bounding set while we still hold CAP_SETPCAP; the uid change below

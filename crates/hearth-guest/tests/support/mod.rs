@@ -212,17 +212,10 @@ impl Agent {
         (status, body)
     }
 
+    /// Sends `body` as JSON; the answer parsed as JSON (`null` when empty, as for 204).
     pub async fn json(&self, method: &str, path: &str, body: Value) -> (u16, Value) {
-        let (status, bytes) = self
-            .request(method, path, serde_json::to_vec(&body).unwrap())
-            .await;
-        let v = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            panic!(
-                "{path}: not JSON ({e}): {}",
-                String::from_utf8_lossy(&bytes)
-            )
-        });
-        (status, v)
+        self.call(method, path, serde_json::to_vec(&body).unwrap())
+            .await
     }
 
     pub async fn exec(&self, body: Value) -> Value {
@@ -372,4 +365,141 @@ pub fn tree(dir: &Path) -> Vec<String> {
     walk(dir, dir, &mut out);
     out.sort();
     out
+}
+
+impl Agent {
+    /// One request with extra headers on a fresh connection; the response unread.
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> hyper::Response<Incoming> {
+        let mut c = self.connect().await;
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "agent");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(body.into())).unwrap();
+        c.sender.ready().await.expect("ready");
+        c.sender.send_request(req).await.expect("send")
+    }
+
+    /// Like [`Agent::request`], returning the body parsed as JSON (`null` when empty).
+    pub async fn call(&self, method: &str, path: &str, body: impl Into<Bytes>) -> (u16, Value) {
+        let (status, bytes) = self.request(method, path, body).await;
+        if bytes.is_empty() {
+            return (status, Value::Null);
+        }
+        let v = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "{path}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        });
+        (status, v)
+    }
+
+    /// Starts a process; panics unless the agent answers 201. Returns its pid.
+    pub async fn start_process(&self, body: Value) -> u64 {
+        let (status, v) = self.json("POST", "/processes", body).await;
+        assert_eq!(status, 201, "{v}");
+        v["pid"].as_u64().unwrap()
+    }
+}
+
+/// Reads NDJSON lines from a streamed body as they arrive.
+pub struct Lines {
+    body: Incoming,
+    buf: Vec<u8>,
+}
+
+impl Lines {
+    pub fn new(resp: hyper::Response<Incoming>) -> Lines {
+        assert_eq!(resp.status(), 200, "streamed response status");
+        Lines {
+            body: resp.into_body(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next line, or `None` at the end of the body.
+    pub async fn next(&mut self) -> Option<Value> {
+        loop {
+            if let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=nl).collect();
+                return Some(serde_json::from_slice(&line).expect("an NDJSON line"));
+            }
+            let frame = self.body.frame().await?.expect("body frame");
+            if let Ok(data) = frame.into_data() {
+                self.buf.extend_from_slice(&data);
+            }
+        }
+    }
+
+    /// The next line within `limit`, panicking with `what` otherwise.
+    pub async fn within(&mut self, limit: Duration, what: &str) -> Option<Value> {
+        tokio::time::timeout(limit, self.next())
+            .await
+            .unwrap_or_else(|_| panic!("no line within {limit:?} while waiting for {what}"))
+    }
+}
+
+/// Opens `path` on the agent as a WebSocket client (tokio-tungstenite's handshake).
+pub async fn websocket(sock: &Path, path: &str) -> tokio_tungstenite::WebSocketStream<UnixStream> {
+    let stream = UnixStream::connect(sock).await.expect("connect");
+    let (ws, resp) = tokio_tungstenite::client_async(format!("ws://agent{path}"), stream)
+        .await
+        .expect("websocket handshake");
+    assert_eq!(resp.status(), 101);
+    ws
+}
+
+/// Deterministic pseudo-random bytes (xorshift), incompressible enough for size tests.
+pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Sends `PUT path` with a chunked body (no declared length), ignoring write errors (the
+/// agent may answer early); returns the status the agent answered.
+pub async fn put_chunked(sock: &Path, path: &str, chunks: &[Vec<u8>]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = UnixStream::connect(sock).await.expect("connect");
+    let head = format!("PUT {path} HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let _ = s.write_all(head.as_bytes()).await;
+    for c in chunks {
+        let _ = s.write_all(format!("{:x}\r\n", c.len()).as_bytes()).await;
+        let _ = s.write_all(c).await;
+        let _ = s.write_all(b"\r\n").await;
+    }
+    let _ = s.write_all(b"0\r\n\r\n").await;
+    let mut resp = vec![0u8; 12];
+    s.read_exact(&mut resp).await.expect("a status line");
+    let line = String::from_utf8_lossy(&resp);
+    line[9..12]
+        .parse()
+        .unwrap_or_else(|_| panic!("status line {line:?}"))
+}
+
+/// Sends `PUT path` declaring `declared` bytes, sends `sent` of them, and hangs up.
+pub async fn put_and_hang_up(sock: &Path, path: &str, declared: usize, sent: usize) {
+    use tokio::io::AsyncWriteExt;
+    let mut s = UnixStream::connect(sock).await.expect("connect");
+    let head = format!("PUT {path} HTTP/1.1\r\nHost: a\r\nContent-Length: {declared}\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&vec![b'h'; sent]).await.unwrap();
+    s.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
 }
