@@ -35,6 +35,15 @@ pub enum Error {
     },
     #[error("agent transport: {0}")]
     Transport(String),
+    #[error(
+        "the guest agent (hearth-agent {agent_version}) speaks protocol version {agent}, this \
+         host speaks version {host}: rebuild the guest image (`hearth image build`) so both match"
+    )]
+    ProtocolMismatch {
+        agent: u32,
+        agent_version: String,
+        host: u32,
+    },
     #[error("{name}={value:?} is not valid: expected {expected}")]
     BadSetting {
         name: &'static str,

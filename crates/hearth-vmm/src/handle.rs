@@ -73,7 +73,8 @@ impl VmHandle {
     }
 
     /// Waits until `GET /health` answers, retrying while the guest boots; fails at once
-    /// (with the end of the console log) if a VM process dies meanwhile. Use this rather
+    /// (with the end of the console log) if a VM process dies meanwhile, or if the agent
+    /// speaks another protocol version (`Error::ProtocolMismatch`). Use this rather
     /// than `AgentClient::wait_ready` right after `start`: see [`Self::wait_guest_kernel`].
     pub async fn wait_agent(&self, timeout: Duration) -> Result<hearth_proto::Health> {
         let agent = self.agent();
@@ -92,10 +93,11 @@ impl VmHandle {
             if left.is_zero() {
                 return Err(Error::AgentTimeout(timeout, self.console_tail(2000)));
             }
-            if let Ok(Ok(h)) =
-                tokio::time::timeout(left.min(Duration::from_secs(5)), agent.health()).await
-            {
-                return Ok(h);
+            match tokio::time::timeout(left.min(Duration::from_secs(5)), agent.health()).await {
+                Ok(Ok(h)) => return Ok(h),
+                // The agent is up but of another protocol: waiting will not change that.
+                Ok(Err(e @ Error::ProtocolMismatch { .. })) => return Err(e),
+                _ => {}
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

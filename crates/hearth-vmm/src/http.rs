@@ -3,8 +3,8 @@
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 
@@ -21,6 +21,15 @@ pub fn full(data: impl Into<Bytes>) -> ReqBody {
 
 pub fn empty() -> ReqBody {
     full(Bytes::new())
+}
+
+/// A request body sent chunk by chunk as `body` yields them.
+pub fn stream_body<S>(body: S) -> ReqBody
+where
+    S: futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+{
+    use futures::TryStreamExt;
+    BodyExt::boxed_unsync(StreamBody::new(body.map_ok(Frame::data)))
 }
 
 /// Sends one request on a fresh connection. The connection task lives until the

@@ -1,33 +1,49 @@
 //! HTTP/1.1 client for the guest agent over the hybrid vsock.
 //!
-//! Endpoints (hearth-proto types): `GET /health`, `POST /exec[?stream=true]`,
-//! `POST /run-{python,ts,js}[?stream=true]`, `POST /files/upload?dest=DIR` (tar.gz body),
-//! `GET /files/download?path=PATH` (raw bytes), `POST /firewall/allowlist`.
+//! Endpoints (hearth-proto types, paths in `hearth_proto::paths`): `GET /health`,
+//! `POST /exec[?stream=true]`, `POST /run-{python,ts,js}[?stream=true]`,
+//! `POST /files/upload?dest=DIR` (tar.gz or tar body), `GET /files/download?path=PATH`,
+//! `POST /firewall/allowlist`; the single-file operations and `watch` ([`files`]); the
+//! processes and their attach WebSocket ([`process`]).
+//!
+//! Every answer to `/health` is checked for the agent's protocol version: an agent
+//! built from another protocol is refused with [`Error::ProtocolMismatch`] naming both.
+//! A server that proxies the agent can use [`AgentClient::forward`] (any request, the
+//! answer as it comes, error statuses included) and [`AgentClient::attach`] (the
+//! upgraded WebSocket) instead of the typed calls.
+
+pub mod files;
+mod ndjson;
+pub mod process;
+
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use futures::{Stream, StreamExt, TryStreamExt};
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
 use hearth_proto::{
-    ErrorBody, ExecRequest, ExecResponse, FirewallRequest, Health, Language, RunRequest,
-    RunResponse, StreamEvent, UploadResponse, AGENT_PORT,
+    paths, ArchiveFormat, DownloadQuery, ErrorBody, ExecRequest, ExecResponse, FirewallRequest,
+    Health, Language, RunRequest, RunResponse, StreamEvent, UploadResponse, AGENT_PORT,
+    PROTOCOL_VERSION,
 };
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, BodyStream, StreamBody};
-use hyper::body::{Frame, Incoming};
+use http::{header, Method, Request, StatusCode};
+use http_body_util::BodyStream;
+use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::http::{self as h, ReqBody};
+use crate::http::{self as h};
+pub use crate::http::{stream_body, ReqBody};
 use crate::{vsock, Error, Result};
+pub use ndjson::LineStream;
 
 /// Largest JSON response we buffer (outputs are capped by the agent at 1 MiB per stream,
 /// JSON escaping can multiply that).
 const MAX_JSON_RESPONSE: usize = 64 * 1024 * 1024;
 
 /// Events of a streamed run, in arrival order; the last one is `StreamEvent::Exit`.
-pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent>> + Send>>;
+pub type EventStream = LineStream<StreamEvent>;
 /// Raw bytes of a download, in arrival order.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
 
@@ -47,12 +63,12 @@ impl AgentClient {
         }
     }
 
-    /// `GET /health`.
+    /// `GET /health`; an agent of another protocol version is an error.
     pub async fn health(&self) -> Result<Health> {
         let resp = self
-            .request(Method::GET, "/health", None, h::empty())
+            .request(Method::GET, paths::HEALTH, None, h::empty())
             .await?;
-        json_body(resp).await
+        check_protocol(json_body(resp).await?)
     }
 
     /// Retries `/health` until it answers or `timeout` passes (the guest may still be
@@ -67,6 +83,8 @@ impl AgentClient {
             let attempt = tokio::time::timeout(left.min(Duration::from_secs(5)), self.health());
             let last = match attempt.await {
                 Ok(Ok(h)) => return Ok(h),
+                // Retrying cannot fix a mismatch.
+                Ok(Err(e @ Error::ProtocolMismatch { .. })) => return Err(e),
                 Ok(Err(e)) => e.to_string(),
                 Err(_) => "health request timed out".to_string(),
             };
@@ -103,7 +121,7 @@ impl AgentClient {
                 json(req)?,
             )
             .await?;
-        Ok(ndjson_events(resp.into_body()))
+        Ok(ndjson::lines(resp.into_body()))
     }
 
     /// Runs code in `lang`. `sh` goes through `/exec` (`sh -c CODE`, or `sh PATH ARGS`).
@@ -137,7 +155,7 @@ impl AgentClient {
         let resp = self
             .request(Method::POST, &path, Some("application/json"), json(req)?)
             .await?;
-        Ok(ndjson_events(resp.into_body()))
+        Ok(ndjson::lines(resp.into_body()))
     }
 
     /// `POST /files/upload?dest=DIR` with a tar.gz body, streamed as it is produced.
@@ -145,27 +163,43 @@ impl AgentClient {
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
     {
-        let body: ReqBody = BodyExt::boxed_unsync(StreamBody::new(body.map_ok(Frame::data)));
-        let path = format!("/files/upload?dest={}", h::encode_query(dest));
+        self.upload_as(dest, ArchiveFormat::TarGz, body).await
+    }
+
+    /// [`AgentClient::upload`] of a tar or tar.gz stream.
+    pub async fn upload_as<S>(
+        &self,
+        dest: &str,
+        format: ArchiveFormat,
+        body: S,
+    ) -> Result<UploadResponse>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    {
+        let path = format!("{}?dest={}", paths::FILES_UPLOAD, h::encode_query(dest));
         // The answer comes after the whole body is streamed and extracted, which takes as
         // long as the caller's stream does: only the connect is bounded.
+        let ct = Some(format.content_type());
         let resp = self
-            .request_within(Method::POST, &path, Some("application/gzip"), body, None)
+            .request_within(Method::POST, &path, ct, stream_body(body), None)
             .await?;
         json_body(resp).await
     }
 
-    /// `GET /files/download?path=PATH`: the body as it arrives.
+    /// `GET /files/download?path=PATH`: a tar.gz, as it arrives.
     pub async fn download(&self, path: &str) -> Result<ByteStream> {
-        let uri = format!("/files/download?path={}", h::encode_query(path));
+        self.download_as(&DownloadQuery {
+            path: path.to_string(),
+            format: ArchiveFormat::TarGz,
+        })
+        .await
+    }
+
+    /// `GET /files/download` in either format.
+    pub async fn download_as(&self, q: &DownloadQuery) -> Result<ByteStream> {
+        let uri = with_query(paths::FILES_DOWNLOAD, q)?;
         let resp = self.request(Method::GET, &uri, None, h::empty()).await?;
-        let stream = BodyStream::new(resp.into_body()).filter_map(|frame| async move {
-            match frame {
-                Ok(f) => f.into_data().ok().map(Ok),
-                Err(e) => Some(Err(Error::Transport(format!("download body: {e}")))),
-            }
-        });
-        Ok(Box::pin(stream))
+        Ok(bytes_of(resp.into_body()))
     }
 
     /// `POST /firewall/allowlist`.
@@ -204,36 +238,89 @@ impl AgentClient {
         body: ReqBody,
         headers_within: Option<Duration>,
     ) -> Result<hyper::Response<Incoming>> {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(http::header::HOST, "hearth-agent");
+        let mut req = Request::builder().method(method).uri(path);
         if let Some(ct) = content_type {
-            req = req.header(http::header::CONTENT_TYPE, ct);
+            req = req.header(header::CONTENT_TYPE, ct);
         }
         let req = req
             .body(body)
             .map_err(|e| Error::Transport(format!("building request: {e}")))?;
-        let stream = tokio::time::timeout(
-            self.connect_timeout,
-            vsock::connect(&self.vsock_path, AGENT_PORT),
-        )
-        .await
-        .map_err(|_| {
-            Error::Transport(format!("no connection within {:?}", self.connect_timeout))
-        })??;
-        let send = h::send(stream, req);
-        let resp = match headers_within {
-            Some(limit) => tokio::time::timeout(limit, send)
-                .await
-                .map_err(|_| Error::Transport(format!("no response within {limit:?}")))??,
-            None => send.await?,
-        };
+        let resp = self.send(req, headers_within).await?;
         if resp.status().is_success() {
             return Ok(resp);
         }
         Err(agent_error(resp.status(), resp.into_body()).await)
     }
+
+    /// Sends any request to the agent and returns its answer as it is, error statuses
+    /// included: what a proxy needs. `req`'s URI is the agent's path and query
+    /// (`/files/content?path=...`); a `Host` header is added if missing. Only connecting
+    /// is bounded (by `connect_timeout`), since a body may stream for long.
+    pub async fn forward(&self, req: Request<ReqBody>) -> Result<hyper::Response<Incoming>> {
+        self.send(req, None).await
+    }
+
+    async fn send(
+        &self,
+        mut req: Request<ReqBody>,
+        headers_within: Option<Duration>,
+    ) -> Result<hyper::Response<Incoming>> {
+        req.headers_mut()
+            .entry(header::HOST)
+            .or_insert(header::HeaderValue::from_static("hearth-agent"));
+        let stream = self.connect().await?;
+        let send = h::send(stream, req);
+        match headers_within {
+            Some(limit) => tokio::time::timeout(limit, send)
+                .await
+                .map_err(|_| Error::Transport(format!("no response within {limit:?}")))?,
+            None => send.await,
+        }
+    }
+
+    /// A new connection to the agent's port, within `connect_timeout`.
+    async fn connect(&self) -> Result<tokio::net::UnixStream> {
+        tokio::time::timeout(
+            self.connect_timeout,
+            vsock::connect(&self.vsock_path, AGENT_PORT),
+        )
+        .await
+        .map_err(|_| Error::Transport(format!("no connection within {:?}", self.connect_timeout)))?
+    }
+}
+
+/// Refuses an agent that speaks another protocol version than this build.
+fn check_protocol(health: Health) -> Result<Health> {
+    if health.protocol == PROTOCOL_VERSION {
+        return Ok(health);
+    }
+    Err(Error::ProtocolMismatch {
+        agent: health.protocol,
+        agent_version: health.version,
+        host: PROTOCOL_VERSION,
+    })
+}
+
+/// `path?query` with `q` form-encoded (the agent reads it with `serde_urlencoded`).
+fn with_query<Q: Serialize>(path: &str, q: &Q) -> Result<String> {
+    let query = serde_urlencoded::to_string(q)
+        .map_err(|e| Error::Transport(format!("encoding the query: {e}")))?;
+    Ok(if query.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{query}")
+    })
+}
+
+/// A response body as a stream of its data frames.
+fn bytes_of(body: Incoming) -> ByteStream {
+    let stream = BodyStream::new(body).filter_map(|frame| async move {
+        match frame {
+            Ok(f) => f.into_data().ok().map(Ok),
+            Err(e) => Some(Err(Error::Transport(format!("response body: {e}")))),
+        }
+    });
+    Box::pin(stream)
 }
 
 /// Turns an error response into `Error::Agent`, reading the `ErrorBody` when there is one.
@@ -304,61 +391,6 @@ async fn json_body<T: DeserializeOwned>(resp: hyper::Response<Incoming>) -> Resu
     })
 }
 
-/// Splits an NDJSON body into events as lines complete (a frame may hold several lines
-/// or part of one).
-fn ndjson_events(body: Incoming) -> EventStream {
-    struct St {
-        body: BodyStream<Incoming>,
-        buf: BytesMut,
-        done: bool,
-    }
-    let st = St {
-        body: BodyStream::new(body),
-        buf: BytesMut::new(),
-        done: false,
-    };
-    let stream = futures::stream::unfold(st, |mut st| async move {
-        loop {
-            if let Some(nl) = st.buf.iter().position(|&b| b == b'\n') {
-                let line = st.buf.split_to(nl + 1);
-                let line = &line[..nl];
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                let ev = serde_json::from_slice::<StreamEvent>(line).map_err(|e| {
-                    Error::Transport(format!(
-                        "bad stream line ({e}): {}",
-                        String::from_utf8_lossy(line)
-                    ))
-                });
-                return Some((ev, st));
-            }
-            if st.done {
-                if st.buf.iter().all(u8::is_ascii_whitespace) {
-                    return None;
-                }
-                // A last line without its newline still counts.
-                st.buf.extend_from_slice(b"\n");
-                continue;
-            }
-            match st.body.next().await {
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        st.buf.extend_from_slice(&data);
-                    }
-                }
-                Some(Err(e)) => {
-                    st.done = true;
-                    st.buf.clear();
-                    return Some((Err(Error::Transport(format!("stream body: {e}"))), st));
-                }
-                None => st.done = true,
-            }
-        }
-    });
-    Box::pin(stream)
-}
-
 /// How long a buffered call may legitimately take: the program's own timeout (the
 /// agent's default when the request names none) plus time to kill it and answer.
 fn call_budget(timeout_ms: Option<u64>) -> Duration {
@@ -389,5 +421,55 @@ mod tests {
         .unwrap();
         assert_eq!((plain.cmd.as_str(), plain.args), ("true", None));
         assert!(sh_exec(&RunRequest::default()).is_err());
+    }
+
+    /// Stands in for a VMM's hybrid socket with an agent that answers `/health` with
+    /// `protocol` (the real agent always reports this build's version).
+    async fn fake_agent(protocol: u32) -> (tempfile::TempDir, AgentClient) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut seen = Vec::new();
+                let mut b = [0u8; 1];
+                while !seen.ends_with(b"\r\n\r\n") && s.read(&mut b).await.unwrap_or(0) == 1 {
+                    seen.push(b[0]);
+                    if seen.ends_with(b"CONNECT 8080\n") {
+                        s.write_all(b"OK 1\n").await.unwrap();
+                        seen.clear();
+                    }
+                }
+                let body = format!(r#"{{"version":"9.9.9","protocol":{protocol},"uptime_ms":1}}"#);
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            }
+        });
+        (dir, AgentClient::new(path))
+    }
+
+    #[tokio::test]
+    async fn an_agent_of_another_protocol_is_refused_naming_both_versions() {
+        let (_dir, ok) = fake_agent(PROTOCOL_VERSION).await;
+        assert_eq!(ok.health().await.unwrap().protocol, PROTOCOL_VERSION);
+        let (_dir, old) = fake_agent(PROTOCOL_VERSION - 1).await;
+        let err = old.health().await.unwrap_err();
+        assert!(matches!(err, Error::ProtocolMismatch { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!("version {}", PROTOCOL_VERSION - 1))
+                && msg.contains(&format!("version {PROTOCOL_VERSION}"))
+                && msg.contains("9.9.9"),
+            "{msg}"
+        );
+        // Waiting does not retry a mismatch until the deadline.
+        let t = Instant::now();
+        let err = old.wait_ready(Duration::from_secs(30)).await.unwrap_err();
+        assert!(matches!(err, Error::ProtocolMismatch { .. }), "{err:?}");
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     }
 }
