@@ -289,6 +289,20 @@ async fn signals_timeouts_and_kills_reach_the_whole_tree() {
         "a child of the killed process survived"
     );
 
+    // What a process left running after it exited goes too.
+    let pid = a
+        .start_process(json!({"cmd": "sleep 1000 >/dev/null 2>&1 & echo up"}))
+        .await;
+    let (text, _) = follow_to_exit(&a, pid).await;
+    assert_eq!(text, "up\n");
+    assert!(session_alive(pid), "the background sleep should still run");
+    let (s, v) = a
+        .call("DELETE", &format!("/processes/{pid}"), Vec::new())
+        .await;
+    assert_eq!((s, &v["exit_code"]), (200, &json!(0)), "{v}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!session_alive(pid), "the leftover child survived");
+
     let cases = [
         (json!({"cmd": ""}), 422),
         (json!({"cmd": "x", "pty": {"cols": 0, "rows": 24}}), 422),

@@ -12,6 +12,7 @@ use super::http::{self as h, Body};
 use super::{base_env, AgentError, Result, State};
 use crate::archive::WorkspacePath;
 use crate::jail::{self, ExecSpec, JailError, OutputSink, SpawnSpec};
+use rustix::fs::OFlags;
 
 pub async fn handle(
     state: &State,
@@ -23,7 +24,7 @@ pub async fn handle(
     req.validate()?;
     let strings = [&req.cmd].into_iter().chain(req.args.iter().flatten());
     reject_nul(strings.chain(req.env.values()).chain(req.cwd.iter()))?;
-    let cwd = resolve_cwd(state, req.cwd.as_deref())?;
+    let cwd = resolve_cwd(state, req.cwd.as_deref()).await?;
     let (program, args) = match req.args {
         None => ("/bin/sh".to_string(), vec!["-c".to_string(), req.cmd]),
         Some(args) => (req.cmd, args),
@@ -67,8 +68,10 @@ pub fn timeout(ms: Option<u64>) -> Duration {
 }
 
 /// A working directory inside `/workspace` (default: the workspace itself), as the jail
-/// sees it. Checked to exist so that a typo is a clear 422, not a failed exec.
-pub fn resolve_cwd(state: &State, cwd: Option<&str>) -> Result<String> {
+/// sees it. Checked to be a directory, by a uid-1000 thread resolving beneath the
+/// workspace (see [`crate::workspace`]), so that a typo is a clear 422, not a failed
+/// exec, and the root agent never follows a path the user controls.
+pub async fn resolve_cwd(state: &State, cwd: Option<&str>) -> Result<String> {
     let p = match cwd {
         None => WorkspacePath::root(),
         Some(c) => {
@@ -76,9 +79,14 @@ pub fn resolve_cwd(state: &State, cwd: Option<&str>) -> Result<String> {
         }
     };
     let inside = p.to_string();
-    if !state.jail.host_path(&inside).is_dir() {
+    let workspace = state.workspace.clone();
+    let found = state
+        .users
+        .run(move || workspace.open_at(&p, OFlags::PATH | OFlags::DIRECTORY))
+        .await;
+    if let Err(e) = found {
         return Err(AgentError::Invalid(format!(
-            "cwd {inside} is not a directory"
+            "cwd {inside} is not a directory in the workspace: {e}"
         )));
     }
     Ok(inside)

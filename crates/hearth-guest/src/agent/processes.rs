@@ -42,7 +42,7 @@ pub async fn start(state: &State, req: hyper::Request<Incoming>) -> Result<Respo
             "{MAX_RUNNING_PROCESSES} processes are running already; kill one first"
         )));
     }
-    let cwd = resolve_cwd(state, req.cwd.as_deref())?;
+    let cwd = resolve_cwd(state, req.cwd.as_deref()).await?;
     let (program, args) = match &req.args {
         None => (
             "/bin/sh".to_string(),
@@ -95,12 +95,16 @@ pub fn info(state: &State, pid: u32) -> Result<Response<Body>> {
     Ok(h::json(200, &get(state, pid)?.info()))
 }
 
-/// `DELETE /processes/{pid}`: SIGKILL to it and everything it started, then (once
-/// reaped) the final record; the process is forgotten.
+/// `DELETE /processes/{pid}`: SIGKILL to it and everything it started (also what it
+/// left running after it exited), then (once reaped) the final record; the process is
+/// forgotten.
 pub async fn kill(state: &State, pid: u32) -> Result<Response<Body>> {
     let p = get(state, pid)?;
     let mut changed = p.subscribe();
-    if p.is_running() {
+    // Children may outlive the process itself; after it exited its pid is only reused
+    // by another process if nothing of its group or session is left, and if it was
+    // reused (the pid is alive again) we leave it alone.
+    if p.is_running() || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
         procs::kill_tree(pid);
     }
     let reaped = tokio::time::timeout(KILL_WAIT, async {
