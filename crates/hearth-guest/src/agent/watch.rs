@@ -19,7 +19,8 @@ use tokio::sync::mpsc;
 use super::http::{self as h, Body};
 use super::{client_gone, Result, State};
 use crate::procs::async_fd;
-use crate::workspace::watch::{self, Added, Watch};
+use crate::workspace::events::Watch;
+use crate::workspace::watch::{self, Added};
 use crate::workspace::{self as ws, UserThreads, Workspace};
 
 pub async fn handle(state: &State, req: hyper::Request<Incoming>) -> Result<Response<Body>> {

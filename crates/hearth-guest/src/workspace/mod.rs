@@ -14,6 +14,7 @@
 //!   never descend through one.
 
 mod error;
+pub mod events;
 pub mod ops;
 pub mod resolve;
 pub mod user;

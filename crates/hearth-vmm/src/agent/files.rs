@@ -1,10 +1,11 @@
-//! The agent's single-file operations and `watch` (see `hearth_proto::files`).
+//! The agent's file endpoints: archive upload and download, single-file operations and
+//! `watch` (see `hearth_proto::files`).
 
 use bytes::Bytes;
 use futures::Stream;
 use hearth_proto::{
-    paths, DeleteQuery, FileEntry, FileList, ListQuery, MkdirRequest, MoveRequest, PathQuery,
-    WatchEvent, WatchQuery, WriteQuery,
+    paths, ArchiveFormat, DeleteQuery, DownloadQuery, FileEntry, FileList, ListQuery, MkdirRequest,
+    MoveRequest, PathQuery, UploadResponse, WatchEvent, WatchQuery, WriteQuery,
 };
 use http::{header, Method, Request};
 
@@ -22,6 +23,50 @@ pub struct FileDownload {
 pub type WatchStream = ndjson::LineStream<WatchEvent>;
 
 impl AgentClient {
+    /// `POST /files/upload?dest=DIR` with a tar.gz body, streamed as it is produced.
+    pub async fn upload<S>(&self, dest: &str, body: S) -> Result<UploadResponse>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    {
+        self.upload_as(dest, ArchiveFormat::TarGz, body).await
+    }
+
+    /// [`AgentClient::upload`] of a tar or tar.gz stream.
+    pub async fn upload_as<S>(
+        &self,
+        dest: &str,
+        format: ArchiveFormat,
+        body: S,
+    ) -> Result<UploadResponse>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    {
+        let path = format!("{}?dest={}", paths::FILES_UPLOAD, h::encode_query(dest));
+        // The answer comes after the whole body is streamed and extracted, which takes as
+        // long as the caller's stream does: only the connect is bounded.
+        let ct = Some(format.content_type());
+        let resp = self
+            .request_within(Method::POST, &path, ct, stream_body(body), None)
+            .await?;
+        json_body(resp).await
+    }
+
+    /// `GET /files/download?path=PATH`: a tar.gz, as it arrives.
+    pub async fn download(&self, path: &str) -> Result<ByteStream> {
+        self.download_as(&DownloadQuery {
+            path: path.to_string(),
+            format: ArchiveFormat::TarGz,
+        })
+        .await
+    }
+
+    /// `GET /files/download` in either format.
+    pub async fn download_as(&self, q: &DownloadQuery) -> Result<ByteStream> {
+        let uri = with_query(paths::FILES_DOWNLOAD, q)?;
+        let resp = self.request(Method::GET, &uri, None, h::empty()).await?;
+        Ok(bytes_of(resp.into_body()))
+    }
+
     /// `GET /files/content?path=P`.
     pub async fn read_file(&self, path: &str) -> Result<FileDownload> {
         let q = PathQuery {
