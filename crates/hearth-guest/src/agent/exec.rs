@@ -72,12 +72,11 @@ pub fn timeout(ms: Option<u64>) -> Duration {
 /// workspace (see [`crate::workspace`]), so that a typo is a clear 422, not a failed
 /// exec, and the root agent never follows a path the user controls.
 pub async fn resolve_cwd(state: &State, cwd: Option<&str>) -> Result<String> {
-    let p = match cwd {
-        None => WorkspacePath::root(),
-        Some(c) => {
-            WorkspacePath::parse(c).map_err(|e| AgentError::Invalid(format!("cwd {c:?}: {e}")))?
-        }
+    // The workspace itself always exists: no check on the hot path of a plain exec.
+    let Some(c) = cwd else {
+        return Ok(hearth_proto::WORKSPACE.to_string());
     };
+    let p = WorkspacePath::parse(c).map_err(|e| AgentError::Invalid(format!("cwd {c:?}: {e}")))?;
     let inside = p.to_string();
     let workspace = state.workspace.clone();
     let found = state
