@@ -303,6 +303,41 @@ async fn signals_timeouts_and_kills_reach_the_whole_tree() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!session_alive(pid), "the leftover child survived");
 
+    // Even a child that left the session with setsid: the process's cgroup holds it.
+    let pid = a
+        .start_process(json!({
+            "cmd": "setsid sh -c 'echo $$ > /workspace/escapee.pid; exec sleep 1000' & sleep 1000"
+        }))
+        .await;
+    let pidfile = a.workspace().join("escapee.pid");
+    let deadline = std::time::Instant::now() + WAIT;
+    let escapee: i32 = loop {
+        if let Some(p) = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            break p;
+        }
+        assert!(std::time::Instant::now() < deadline, "no escapee pid");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let alive = |p: i32| {
+        std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    };
+    assert!(alive(escapee));
+    let (s, v) = a
+        .call("DELETE", &format!("/processes/{pid}"), Vec::new())
+        .await;
+    assert_eq!(s, 200, "{v}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!alive(escapee), "the setsid escapee survived DELETE");
+
     let cases = [
         (json!({"cmd": ""}), 422),
         (json!({"cmd": "x", "pty": {"cols": 0, "rows": 24}}), 422),

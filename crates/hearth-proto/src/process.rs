@@ -108,6 +108,9 @@ pub struct ProcessInfo {
     /// Output bytes no longer kept (beyond [`DEFAULT_PROCESS_OUTPUT_KEEP`]).
     #[serde(default)]
     pub output_dropped: u64,
+    /// The out-of-memory killer ended one of its processes (its cgroup's `memory.events`).
+    #[serde(default)]
+    pub oom_killed: bool,
 }
 
 /// `GET /processes`.
@@ -278,6 +281,7 @@ mod tests {
             pty: Some(PtySize { cols: 80, rows: 24 }),
             stdin: false,
             output_dropped: 0,
+            oom_killed: false,
         };
         let exit = ProcessEvent::Exit { exit: info };
         let v = serde_json::to_value(&exit).unwrap();

@@ -101,12 +101,8 @@ pub fn info(state: &State, pid: u32) -> Result<Response<Body>> {
 pub async fn kill(state: &State, pid: u32) -> Result<Response<Body>> {
     let p = get(state, pid)?;
     let mut changed = p.subscribe();
-    // Children may outlive the process itself; after it exited its pid is only reused
-    // by another process if nothing of its group or session is left, and if it was
-    // reused (the pid is alive again) we leave it alone.
-    if p.is_running() || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-        procs::kill_tree(pid);
-    }
+    // Children may outlive the process itself: its cgroup holds them all.
+    p.kill_all();
     let reaped = tokio::time::timeout(KILL_WAIT, async {
         while p.is_running() {
             if changed.changed().await.is_err() {

@@ -28,7 +28,7 @@ use hearth_proto::{
     DroppedOutput, OutputStream, ProcessInfo, ProcessState, PtySize, KEEP_EXITED_PROCESSES,
 };
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::{Child, ChildStdin};
+use tokio::process::ChildStdin;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -36,7 +36,7 @@ pub use kill::{kill_tree, signal_name};
 pub use output::{Chunk, OutputBuf};
 pub use pty::{async_fd, Pty, VEOF};
 
-use crate::jail::{self, Jail, JailError, SpawnSpec};
+use crate::jail::{self, Jail, JailError, JailedChild, SpawnSpec};
 
 /// How long output is still collected after the process exited (children it left
 /// behind may hold the pipes open; we do not wait for them). As for `/exec`.
@@ -72,6 +72,9 @@ pub struct Process {
     /// `None` once closed (or never opened).
     pub stdin: tokio::sync::Mutex<Option<Stdin>>,
     pub pty: Option<Arc<Pty>>,
+    /// The cgroup holding it and everything it started (`jail::spawn`), so a kill also
+    /// reaches children that left its session with `setsid`.
+    cgroup: std::path::PathBuf,
 }
 
 /// What a reader sees at one moment.
@@ -108,6 +111,16 @@ impl Process {
             dropped,
             chunks,
             exit: exited.then(|| self.info()),
+        }
+    }
+
+    /// SIGKILLs everything it started: its cgroup at once (`cgroup.kill`, which also
+    /// catches `setsid` escapees), then its group and session for good measure. After it
+    /// exited, only what it left running is hit: the cgroup is its own and never reused.
+    pub fn kill_all(&self) {
+        let _ = std::fs::write(self.cgroup.join("cgroup.kill"), "1");
+        if self.is_running() || !std::path::Path::new(&format!("/proc/{}", self.pid)).exists() {
+            kill_tree(self.pid);
         }
     }
 
@@ -250,6 +263,7 @@ pub fn start(table: &Arc<Table>, jail: &Jail, mut spec: StartSpec) -> jail::Resu
         pty: spec.pty,
         stdin: stdin.is_some(),
         output_dropped: 0,
+        oom_killed: false,
     };
     let process = Arc::new(Process {
         pid,
@@ -259,6 +273,7 @@ pub fn start(table: &Arc<Table>, jail: &Jail, mut spec: StartSpec) -> jail::Resu
         changed: watch::channel(0).0,
         stdin: tokio::sync::Mutex::new(stdin),
         pty: pty.clone(),
+        cgroup: child.cgroup().path().to_path_buf(),
     });
     let pumps = match pty {
         Some(pty) => vec![tokio::spawn(pump_pty(process.clone(), pty))],
@@ -306,7 +321,7 @@ async fn pump_pty(p: Arc<Process>, pty: Arc<Pty>) {
 async fn wait(
     table: Arc<Table>,
     p: Arc<Process>,
-    mut child: Child,
+    mut child: JailedChild,
     pumps: Vec<JoinHandle<()>>,
     timeout: Option<Duration>,
 ) {
@@ -321,6 +336,7 @@ async fn wait(
         s = child.wait() => s,
         _ = deadline => {
             timed_out = true;
+            let _ = child.kill_all();
             kill_tree(p.pid);
             child.wait().await
         }
@@ -343,6 +359,7 @@ async fn wait(
         info.timed_out = timed_out;
         info.ended_at = Some(now());
         info.stdin = false;
+        info.oom_killed = child.oom_killed();
         match status {
             Ok(s) => {
                 info.exit_code = s.code().or_else(|| s.signal().map(|n| 128 + n));
