@@ -23,6 +23,18 @@ pub enum Error {
         status: u16,
         body: String,
     },
+    #[error("QMP {command} failed: {detail}")]
+    Qmp { command: String, detail: String },
+    #[error("{what} is not supported by the {vmm} backend: {why}")]
+    Unsupported {
+        what: &'static str,
+        vmm: crate::VmmKind,
+        why: &'static str,
+    },
+    #[error("VM {id} is not running (its VMM process is gone)")]
+    NotRunning { id: String },
+    #[error("snapshot {0}: {1}")]
+    BadSnapshot(PathBuf, String),
     #[error("hybrid vsock handshake failed: {0}")]
     Handshake(String),
     #[error("agent not ready after {0:?}: {1}")]

@@ -33,6 +33,10 @@ pub struct VmHandle {
     /// Firecracker's API socket (Firecracker VMs only).
     #[serde(default)]
     pub api_socket: Option<PathBuf>,
+    /// QEMU's QMP socket (QEMU VMs only; absent in `vm.json` files of older versions,
+    /// whose VMs then cannot be paused).
+    #[serde(default)]
+    pub qmp_socket: Option<PathBuf>,
     /// Unix sockets to remove when the VM stops.
     #[serde(default)]
     pub sockets: Vec<PathBuf>,
@@ -163,6 +167,10 @@ impl VmHandle {
     /// button to press).
     pub async fn stop(&self, grace: Duration) -> Result<()> {
         if let Some(vmm) = self.vmm_proc().filter(|p| p.is_alive()) {
+            // A paused guest can neither sync nor shut down.
+            if matches!(self.is_paused().await, Ok(true)) {
+                let _ = self.resume().await;
+            }
             let sync = hearth_proto::ExecRequest {
                 cmd: "sync".into(),
                 timeout_ms: Some(5000),

@@ -12,8 +12,13 @@
 //! Some(handle.overlay_path)`; `handle.destroy()` removes everything. After a restart,
 //! `VmHandle::adopt(state_dir)` rebuilds the handle and `is_alive()` says whether the VM
 //! survived.
+//!
+//! While running: `handle.pause()` / `resume()` / `is_paused()` (both backends) and
+//! `handle.snapshot(dir)` → [`Snapshot`], which `Vmm::restore` starts new VMs from
+//! (Firecracker only); see `control.rs` for which state each call is legal in.
 
 pub mod agent;
+mod control;
 pub mod detect;
 pub mod error;
 pub mod firecracker;
@@ -22,11 +27,13 @@ mod http;
 pub mod overlay;
 pub mod process;
 pub mod qemu;
+mod qmp;
 pub mod spec;
 pub mod vsock;
 
 pub use agent::AgentClient;
 pub use error::{Error, Result};
+pub use firecracker::snapshot::{self, Snapshot};
 pub use handle::{VmHandle, META_FILE};
 pub use spec::{Accel, NetAttachment, Selection, VmSpec, VmmKind, BASE_CMDLINE};
 
@@ -43,6 +50,20 @@ pub trait Vmm: Send + Sync {
     /// and its files kept (the console log explains most failures);
     /// `VmHandle::adopt(&spec.state_dir)?.destroy()` removes them.
     async fn start(&self, spec: &VmSpec) -> Result<VmHandle>;
+
+    /// Starts a VM from a memory snapshot ([`VmHandle::snapshot`]) instead of a cold
+    /// boot: the guest resumes where the snapshot left it, on its own copy of the
+    /// snapshot's disk, in `spec.state_dir` (which must be fresh). Call
+    /// [`VmHandle::wait_agent`] next: the host's vsock connections do not survive the
+    /// restore, the agent's listener does. Firecracker only.
+    async fn restore(&self, spec: &VmSpec, snapshot: &Snapshot) -> Result<VmHandle> {
+        let _ = (spec, snapshot);
+        Err(Error::Unsupported {
+            what: "restoring a snapshot",
+            vmm: self.kind(),
+            why: snapshot::QEMU_CANNOT,
+        })
+    }
 }
 
 /// Picks a backend from `HEARTH_VMM` / `HEARTH_ACCEL` style settings and what the host

@@ -91,6 +91,8 @@ pub struct Spawn<'a> {
     pub log: PathBuf,
     /// Network namespace (name under `/var/run/netns`) to enter before exec.
     pub netns: Option<&'a str>,
+    /// Working directory (default: the caller's).
+    pub cwd: Option<&'a Path>,
 }
 
 /// Starts a process in its own session (so a terminal's Ctrl-C does not reach it) and
@@ -108,6 +110,9 @@ pub fn spawn(s: Spawn<'_>) -> Result<ProcRecord> {
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2);
+    if let Some(dir) = s.cwd {
+        cmd.current_dir(dir);
+    }
     // Opened before fork: only async-signal-safe calls are allowed between fork and exec.
     let netns_file = match s.netns {
         Some(ns) => {
@@ -199,6 +204,7 @@ mod tests {
             args: vec!["30".into()],
             log: dir.path().join("log"),
             netns: None,
+            cwd: None,
         })
         .unwrap();
         assert!(rec.is_alive());

@@ -17,6 +17,8 @@ pub struct Qemu {
 pub(crate) struct Layout {
     pub vsock: PathBuf,
     pub vhost: PathBuf,
+    /// QMP control socket (pause/resume).
+    pub qmp: PathBuf,
     pub console: PathBuf,
     pub overlay: PathBuf,
 }
@@ -27,6 +29,7 @@ impl Layout {
         Layout {
             vsock: d.join("vsock.sock"),
             vhost: d.join("vhost.sock"),
+            qmp: d.join("qmp.sock"),
             console: d.join("console.log"),
             overlay: spec
                 .overlay
@@ -65,6 +68,11 @@ pub(crate) fn qemu_args(spec: &VmSpec, accel: Accel, l: &Layout) -> Vec<String> 
         &format!("file,id=con,path={}", opt_path(&l.console)),
         "-serial",
         "chardev:con",
+    ]);
+    // QMP for pause/resume; wait=off: QEMU starts without waiting for a client.
+    push(&[
+        "-qmp",
+        &format!("unix:{},server=on,wait=off", opt_path(&l.qmp)),
     ]);
     push(&["-kernel", &spec.kernel.display().to_string()]);
     push(&["-append", &spec.cmdline()]);
@@ -141,7 +149,7 @@ impl Vmm for Qemu {
 
     async fn start(&self, spec: &VmSpec) -> Result<VmHandle> {
         let l = Layout::new(spec);
-        prepare(spec, &l.overlay, &[&l.vsock, &l.vhost])?;
+        prepare(spec, &l.overlay, &[&l.vsock, &l.vhost, &l.qmp])?;
         let log = spec.state_dir.join("vmm.log");
         let vhost = process::spawn(Spawn {
             role: "vhost-vsock",
@@ -157,6 +165,7 @@ impl Vmm for Qemu {
             ],
             log: spec.state_dir.join("vhost-vsock.log"),
             netns: None,
+            cwd: None,
         })?;
         let mut handle = VmHandle {
             id: spec.id.clone(),
@@ -169,7 +178,8 @@ impl Vmm for Qemu {
             pids: vec![vhost.pid],
             procs: vec![vhost.clone()],
             api_socket: None,
-            sockets: vec![l.vsock.clone(), l.vhost.clone()],
+            qmp_socket: Some(l.qmp.clone()),
+            sockets: vec![l.vsock.clone(), l.vhost.clone(), l.qmp.clone()],
         };
         // Recorded at once: if anything below fails, destroy() still finds this process.
         handle.save()?;
@@ -181,6 +191,7 @@ impl Vmm for Qemu {
                 args: qemu_args(spec, self.accel, &l),
                 log: log.clone(),
                 netns: spec.net.as_ref().and_then(|n| n.netns.as_deref()),
+                cwd: None,
             })?;
             handle.pids.insert(0, qemu.pid);
             handle.procs.insert(0, qemu.clone());
@@ -225,5 +236,6 @@ mod tests {
             "commas escaped: {args}"
         );
         assert!(!args.contains("-netdev"));
+        assert!(args.contains("-qmp unix:/s,,t/qmp.sock,server=on,wait=off"));
     }
 }

@@ -1,9 +1,9 @@
 //! Typed bodies for the parts of Firecracker's REST API (swagger `firecracker.yaml`)
-//! Hearth uses, and a PUT helper over the API's Unix socket.
+//! Hearth uses, and PUT / PATCH / GET helpers over the API's Unix socket.
 use std::path::Path;
 
 use http::{Method, Request};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::net::UnixStream;
 
 use crate::http as h;
@@ -62,12 +62,94 @@ pub enum ActionType {
     SendCtrlAltDel,
 }
 
+/// `PATCH /vm`: pause or resume a started microVM.
+#[derive(Debug, Serialize)]
+pub struct VmState {
+    pub state: VmRunState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VmRunState {
+    Paused,
+    Resumed,
+}
+
+/// `GET /`: what Firecracker says about itself; `state` is `Not started`, `Running` or
+/// `Paused`.
+#[derive(Debug, Deserialize)]
+pub struct InstanceInfo {
+    pub state: String,
+}
+
+/// `PUT /snapshot/create` (the microVM must be paused).
+#[derive(Debug, Serialize)]
+pub struct SnapshotCreate {
+    /// Always `Full`: a diff snapshot is only useful on top of a full one.
+    pub snapshot_type: &'static str,
+    pub snapshot_path: String,
+    pub mem_file_path: String,
+}
+
+/// `PUT /snapshot/load` (only on a Firecracker that has not been configured yet).
+#[derive(Debug, Serialize)]
+pub struct SnapshotLoad {
+    pub snapshot_path: String,
+    pub mem_backend: MemBackend,
+    pub resume_vm: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MemBackend {
+    /// `File`: the memory file is mapped privately, so several VMs restore from one.
+    pub backend_type: &'static str,
+    pub backend_path: String,
+}
+
 /// `PUT path` with a JSON body; anything but 2xx becomes `Error::FirecrackerApi` carrying
 /// Firecracker's `fault_message`.
 pub async fn put<T: Serialize>(api_sock: &Path, path: &str, body: &T) -> Result<()> {
-    let data = serde_json::to_vec(body).expect("API bodies serialize");
+    send(api_sock, Method::PUT, path, Some(body))
+        .await
+        .map(drop)
+}
+
+/// `PATCH path` with a JSON body, like [`put`].
+pub async fn patch<T: Serialize>(api_sock: &Path, path: &str, body: &T) -> Result<()> {
+    send(api_sock, Method::PATCH, path, Some(body))
+        .await
+        .map(drop)
+}
+
+/// `GET path`, the JSON answer parsed as `T`.
+pub async fn get<T: serde::de::DeserializeOwned>(api_sock: &Path, path: &str) -> Result<T> {
+    let body = send::<()>(api_sock, Method::GET, path, None).await?;
+    serde_json::from_slice(&body).map_err(|e| Error::FirecrackerApi {
+        method: "GET",
+        path: path.to_string(),
+        status: 200,
+        body: format!(
+            "unexpected answer ({e}): {}",
+            String::from_utf8_lossy(&body)
+        ),
+    })
+}
+
+async fn send<T: Serialize>(
+    api_sock: &Path,
+    method: Method,
+    path: &str,
+    body: Option<&T>,
+) -> Result<bytes::Bytes> {
+    let data = body
+        .map(|b| serde_json::to_vec(b).expect("API bodies serialize"))
+        .unwrap_or_default();
+    let method_name: &'static str = match method {
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        _ => "GET",
+    };
     let req = Request::builder()
-        .method(Method::PUT)
+        .method(method)
         .uri(path)
         .header(http::header::HOST, "localhost")
         .header(http::header::CONTENT_TYPE, "application/json")
@@ -83,10 +165,10 @@ pub async fn put<T: Serialize>(api_sock: &Path, path: &str, body: &T) -> Result<
         .await
         .unwrap_or_default();
     if status.is_success() {
-        return Ok(());
+        return Ok(body);
     }
     Err(Error::FirecrackerApi {
-        method: "PUT",
+        method: method_name,
         path: path.to_string(),
         status: status.as_u16(),
         body: String::from_utf8_lossy(&body).trim().to_string(),

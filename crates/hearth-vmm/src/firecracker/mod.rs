@@ -4,10 +4,17 @@
 //! With a jailer (`jailer_bin` and a uid/gid), the layout is the jailer's own:
 //! chroot = `<state>/jail/<name of the firecracker binary>/<id>/root/`. Hearth
 //! hard-links the kernel and the base rootfs into it (same file system required: the
-//! rootfs is never copied), creates the overlay there (owned by the jail uid), and Firecracker's sockets (`fc.sock`,
-//! `vsock.sock`) live at the chroot's top, so the handle points inside the chroot.
-//! Checked against Firecracker and its jailer v1.17.0-dev (the guest then dies on PVM hosts).
+//! rootfs is never copied), creates the overlay there (owned by the jail uid), and
+//! Firecracker's sockets (`fc.sock`, `vsock.sock`) live at the chroot's top, so the
+//! handle points inside the chroot.
+//!
+//! Files of the VM's own (overlay, vsock socket) are named to Firecracker relative to
+//! its directory (the chroot's `/`, or the state dir it runs in without a jailer). A
+//! snapshot records those names, so a VM restored in another directory opens its own
+//! overlay copy and binds its own socket ([`snapshot`]).
+//! Checked against Firecracker and its jailer v1.17.0-dev, nested (see scripts/nested.sh).
 pub mod api;
+pub mod snapshot;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,18 +30,30 @@ pub struct Firecracker {
 }
 
 /// Where things are, as the host sees them and as Firecracker sees them.
-struct Paths {
+pub(crate) struct Paths {
     /// Directory holding Firecracker's files (the chroot under the jailer).
-    root: PathBuf,
-    api: PathBuf,
-    vsock: PathBuf,
-    overlay: PathBuf,
-    /// Path prefix Firecracker must use for files under `root` ("" outside a jail).
+    pub root: PathBuf,
+    pub api: PathBuf,
+    pub vsock: PathBuf,
+    pub overlay: PathBuf,
+    /// How Firecracker must name a host path (relative to `root`, or inside the chroot).
     inside: fn(&Path, &Path) -> String,
 }
 
-fn host_path(_root: &Path, p: &Path) -> String {
-    p.display().to_string()
+impl Paths {
+    /// `p` as Firecracker must name it.
+    pub fn inside(&self, p: &Path) -> String {
+        (self.inside)(&self.root, p)
+    }
+}
+
+/// Without a jailer Firecracker runs in `root` (the state dir): the VM's own files are
+/// named relative to it, shared ones (kernel, base rootfs) by their host path.
+fn host_path(root: &Path, p: &Path) -> String {
+    match p.strip_prefix(root) {
+        Ok(rel) => rel.display().to_string(),
+        Err(_) => p.display().to_string(),
+    }
 }
 
 fn chroot_path(root: &Path, p: &Path) -> String {
@@ -42,7 +61,7 @@ fn chroot_path(root: &Path, p: &Path) -> String {
 }
 
 impl Firecracker {
-    fn paths(&self, spec: &VmSpec) -> Paths {
+    pub(crate) fn paths(&self, spec: &VmSpec) -> Paths {
         let root = match &self.jailer {
             None => spec.state_dir.clone(),
             // The jailer names the chroot after the exec file's name.
@@ -74,7 +93,7 @@ impl Firecracker {
     }
 
     /// Under the jailer, every file Firecracker opens must be inside the chroot.
-    fn link_into_jail(
+    pub(crate) fn link_into_jail(
         &self,
         p: &Paths,
         spec: &VmSpec,
@@ -96,7 +115,33 @@ impl Firecracker {
         Ok((kernel, rootfs))
     }
 
-    fn spawn(&self, spec: &VmSpec, p: &Paths) -> Result<ProcRecord> {
+    /// A jailed Firecracker drops to the jail uid before it opens the TAP, and a TAP only
+    /// lets its owner (or CAP_NET_ADMIN) attach: hand the VM's TAP to that uid/gid.
+    /// `ip tuntap add` on an existing persistent TAP re-attaches to it and sets the owner.
+    fn own_tap(&self, spec: &VmSpec) -> Result<()> {
+        let (Some((_, uid, gid)), Some(net)) = (&self.jailer, &spec.net) else {
+            return Ok(());
+        };
+        let mut cmd = std::process::Command::new("ip");
+        if let Some(ns) = &net.netns {
+            cmd.args(["-n", ns]);
+        }
+        cmd.args(["tuntap", "add", "dev", &net.tap, "mode", "tap"])
+            .args(["user", &uid.to_string(), "group", &gid.to_string()]);
+        let out = cmd
+            .output()
+            .map_err(|e| Error::Spawn(format!("ip tuntap: {e}")))?;
+        if !out.status.success() {
+            return Err(Error::Spawn(format!(
+                "giving TAP {} to uid {uid}: {}",
+                net.tap,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn spawn(&self, spec: &VmSpec, p: &Paths) -> Result<ProcRecord> {
         let console = spec.state_dir.join("console.log");
         let netns = spec.net.as_ref().and_then(|n| n.netns.as_deref());
         match &self.jailer {
@@ -111,6 +156,7 @@ impl Firecracker {
                 ],
                 log: console,
                 netns,
+                cwd: Some(&p.root),
             }),
             Some((jailer, uid, gid)) => {
                 let mut args = vec![
@@ -135,6 +181,7 @@ impl Firecracker {
                     args,
                     log: console,
                     netns: None,
+                    cwd: None,
                 })
             }
         }
@@ -147,7 +194,7 @@ impl Firecracker {
         kernel: &Path,
         rootfs: &Path,
     ) -> Result<()> {
-        let inside = |x: &Path| (p.inside)(&p.root, x);
+        let inside = |x: &Path| p.inside(x);
         api::put(
             &p.api,
             "/boot-source",
@@ -232,21 +279,8 @@ impl Vmm for Firecracker {
             Some((_, uid, gid)) => self.link_into_jail(&p, spec, *uid, *gid)?,
             None => (spec.kernel.clone(), spec.rootfs.clone()),
         };
-        let vmm = self.spawn(spec, &p)?;
-        let handle = VmHandle {
-            id: spec.id.clone(),
-            kind: VmmKind::Firecracker,
-            accel: Accel::Kvm,
-            state_dir: spec.state_dir.clone(),
-            vsock_path: p.vsock.clone(),
-            console_path: spec.state_dir.join("console.log"),
-            overlay_path: p.overlay.clone(),
-            pids: vec![vmm.pid],
-            procs: vec![vmm.clone()],
-            api_socket: Some(p.api.clone()),
-            sockets: vec![p.api.clone(), p.vsock.clone()],
-        };
-        handle.save()?;
+        self.own_tap(spec)?;
+        let (handle, vmm) = self.launch(spec, &p)?;
         let configured = async {
             process::wait_for_path(&p.api, &vmm, Duration::from_secs(10)).await?;
             self.configure(spec, &p, &kernel, &rootfs).await
@@ -258,5 +292,33 @@ impl Vmm for Firecracker {
                 Err(e)
             }
         }
+    }
+
+    async fn restore(&self, spec: &VmSpec, snap: &snapshot::Snapshot) -> Result<VmHandle> {
+        snapshot::restore(self, spec, snap).await
+    }
+}
+
+impl Firecracker {
+    /// Spawns the VMM and records it in `vm.json` at once, so `destroy()` finds it
+    /// whatever fails next.
+    pub(crate) fn launch(&self, spec: &VmSpec, p: &Paths) -> Result<(VmHandle, ProcRecord)> {
+        let vmm = self.spawn(spec, p)?;
+        let handle = VmHandle {
+            id: spec.id.clone(),
+            kind: VmmKind::Firecracker,
+            accel: Accel::Kvm,
+            state_dir: spec.state_dir.clone(),
+            vsock_path: p.vsock.clone(),
+            console_path: spec.state_dir.join("console.log"),
+            overlay_path: p.overlay.clone(),
+            pids: vec![vmm.pid],
+            procs: vec![vmm.clone()],
+            api_socket: Some(p.api.clone()),
+            qmp_socket: None,
+            sockets: vec![p.api.clone(), p.vsock.clone()],
+        };
+        handle.save()?;
+        Ok((handle, vmm))
     }
 }
