@@ -24,6 +24,9 @@ packages=(
     # host tests: the agent's jail tests run the host's busybox, and hearth-net's VM
     # tests copy it into a throw-away root with no libc (so it must be the static one)
     busybox-static
+    # scripts/nested.sh: depmod for the outer VM's kernel modules (and modprobe inside
+    # it); the kernel itself is fetched with `apt-get download linux-image-amd64`
+    kmod
 )
 
 missing=()

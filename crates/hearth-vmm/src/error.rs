@@ -23,8 +23,6 @@ pub enum Error {
         status: u16,
         body: String,
     },
-    #[error("QMP {command} failed: {detail}")]
-    Qmp { command: String, detail: String },
     #[error("{what} is not supported by the {vmm} backend: {why}")]
     Unsupported {
         what: &'static str,

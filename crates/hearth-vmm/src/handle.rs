@@ -33,10 +33,6 @@ pub struct VmHandle {
     /// Firecracker's API socket (Firecracker VMs only).
     #[serde(default)]
     pub api_socket: Option<PathBuf>,
-    /// QEMU's QMP socket (QEMU VMs only; absent in `vm.json` files of older versions,
-    /// whose VMs then cannot be paused).
-    #[serde(default)]
-    pub qmp_socket: Option<PathBuf>,
     /// Unix sockets to remove when the VM stops.
     #[serde(default)]
     pub sockets: Vec<PathBuf>,

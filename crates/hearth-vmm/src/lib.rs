@@ -27,7 +27,6 @@ mod http;
 pub mod overlay;
 pub mod process;
 pub mod qemu;
-mod qmp;
 pub mod spec;
 pub mod vsock;
 

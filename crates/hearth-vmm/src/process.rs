@@ -30,6 +30,11 @@ impl ProcRecord {
         }
     }
 
+    /// True while this process is stopped by a signal (SIGSTOP): state `T`.
+    pub fn is_stopped(&self) -> bool {
+        matches!(stat(self.pid), Some(('T', start)) if start == self.start_time)
+    }
+
     /// Sends `sig` if the process is still ours. The pid is re-checked right before the
     /// signal; the remaining window is a pid recycled within microseconds, which needs
     /// the whole pid space to wrap around in between.

@@ -17,8 +17,6 @@ pub struct Qemu {
 pub(crate) struct Layout {
     pub vsock: PathBuf,
     pub vhost: PathBuf,
-    /// QMP control socket (pause/resume).
-    pub qmp: PathBuf,
     pub console: PathBuf,
     pub overlay: PathBuf,
 }
@@ -29,7 +27,6 @@ impl Layout {
         Layout {
             vsock: d.join("vsock.sock"),
             vhost: d.join("vhost.sock"),
-            qmp: d.join("qmp.sock"),
             console: d.join("console.log"),
             overlay: spec
                 .overlay
@@ -68,11 +65,6 @@ pub(crate) fn qemu_args(spec: &VmSpec, accel: Accel, l: &Layout) -> Vec<String> 
         &format!("file,id=con,path={}", opt_path(&l.console)),
         "-serial",
         "chardev:con",
-    ]);
-    // QMP for pause/resume; wait=off: QEMU starts without waiting for a client.
-    push(&[
-        "-qmp",
-        &format!("unix:{},server=on,wait=off", opt_path(&l.qmp)),
     ]);
     push(&["-kernel", &spec.kernel.display().to_string()]);
     push(&["-append", &spec.cmdline()]);
@@ -149,7 +141,7 @@ impl Vmm for Qemu {
 
     async fn start(&self, spec: &VmSpec) -> Result<VmHandle> {
         let l = Layout::new(spec);
-        prepare(spec, &l.overlay, &[&l.vsock, &l.vhost, &l.qmp])?;
+        prepare(spec, &l.overlay, &[&l.vsock, &l.vhost])?;
         let log = spec.state_dir.join("vmm.log");
         let vhost = process::spawn(Spawn {
             role: "vhost-vsock",
@@ -178,8 +170,7 @@ impl Vmm for Qemu {
             pids: vec![vhost.pid],
             procs: vec![vhost.clone()],
             api_socket: None,
-            qmp_socket: Some(l.qmp.clone()),
-            sockets: vec![l.vsock.clone(), l.vhost.clone(), l.qmp.clone()],
+            sockets: vec![l.vsock.clone(), l.vhost.clone()],
         };
         // Recorded at once: if anything below fails, destroy() still finds this process.
         handle.save()?;
@@ -236,6 +227,5 @@ mod tests {
             "commas escaped: {args}"
         );
         assert!(!args.contains("-netdev"));
-        assert!(args.contains("-qmp unix:/s,,t/qmp.sock,server=on,wait=off"));
     }
 }

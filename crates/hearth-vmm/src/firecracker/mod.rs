@@ -315,7 +315,6 @@ impl Firecracker {
             pids: vec![vmm.pid],
             procs: vec![vmm.clone()],
             api_socket: Some(p.api.clone()),
-            qmp_socket: None,
             sockets: vec![p.api.clone(), p.vsock.clone()],
         };
         handle.save()?;
