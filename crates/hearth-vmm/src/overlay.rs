@@ -145,7 +145,17 @@ fn copy_extents(input: &File, output: &File) -> std::io::Result<()> {
             // SAFETY: both offsets point to live i64s; the kernel copies between the fds.
             let n = unsafe { libc::copy_file_range(inf, &mut off_in, outf, &mut off_out, left, 0) };
             if n < 0 {
-                return Err(std::io::Error::last_os_error());
+                let e = std::io::Error::last_os_error();
+                // Across file systems (EXDEV since Linux 5.19, e.g. an image on one disk
+                // and the state dir on tmpfs or overlayfs) the kernel will not copy:
+                // read and write instead.
+                match e.raw_os_error() {
+                    Some(libc::EXDEV | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOSYS) => {
+                        copy_range(input, output, off_in as u64, left)?;
+                        break;
+                    }
+                    _ => return Err(e),
+                }
             }
             if n == 0 {
                 break;
@@ -153,6 +163,23 @@ fn copy_extents(input: &File, output: &File) -> std::io::Result<()> {
             left -= n as usize;
         }
         pos = hole;
+    }
+    Ok(())
+}
+
+/// Copies `len` bytes at `offset` from `input` to the same offset in `output`.
+fn copy_range(input: &File, output: &File, mut offset: u64, len: usize) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len.min(1 << 20)];
+    let end = offset + len as u64;
+    while offset < end {
+        let want = buf.len().min((end - offset) as usize);
+        let n = input.read_at(&mut buf[..want], offset)?;
+        if n == 0 {
+            break;
+        }
+        output.write_all_at(&buf[..n], offset)?;
+        offset += n as u64;
     }
     Ok(())
 }
@@ -198,6 +225,23 @@ mod tests {
             String::from_utf8_lossy(&out.stdout)
         );
         assert!(clone_sparse(&t, &a).is_err(), "never overwrites");
+    }
+
+    #[test]
+    fn clones_work_across_file_systems() {
+        // /dev/shm is a tmpfs: from the temp dir's file system the kernel refuses
+        // copy_file_range (EXDEV), and the clone falls back to reading and writing.
+        let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let file = File::create(&src).unwrap();
+        file.set_len(8 * MIB).unwrap();
+        use std::os::unix::fs::FileExt;
+        file.write_all_at(b"data far in", 5 * MIB).unwrap();
+        drop(file);
+        let dest = shm.path().join("dest");
+        clone_sparse(&src, &dest).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&src).unwrap());
     }
 
     #[test]
