@@ -37,7 +37,12 @@ pub fn create(rootfs: &Path, dest: &Path, size_mib: u32) -> Result<()> {
     clone_sparse(&template, dest)
 }
 
-/// The template to clone: the image's own when its size matches, else the cached one.
+/// The template to clone: the image's own when its size matches and its file system
+/// shows where its holes are, else the cached one.
+///
+/// Why the holes: a clone copies only the template's data extents, found with
+/// SEEK_HOLE. A file system that cannot report holes (9p, as in scripts/nested.sh)
+/// presents the whole GiB as data, and every clone would read it all.
 pub fn template_for(rootfs: &Path, size_mib: u32) -> Result<PathBuf> {
     let want = u64::from(size_mib) * MIB;
     if let Some(dir) = rootfs.parent() {
@@ -45,6 +50,7 @@ pub fn template_for(rootfs: &Path, size_mib: u32) -> Result<PathBuf> {
         if std::fs::metadata(&shipped)
             .map(|m| m.len() == want)
             .unwrap_or(false)
+            && reports_holes(&shipped)
         {
             return Ok(shipped);
         }
@@ -52,12 +58,26 @@ pub fn template_for(rootfs: &Path, size_mib: u32) -> Result<PathBuf> {
     cached_template(&template_cache_dir(), size_mib)
 }
 
+/// True if SEEK_HOLE finds a hole before the end of `path` (an ext4 template of any
+/// useful size has many).
+fn reports_holes(path: &Path) -> bool {
+    let Ok(f) = File::open(path) else {
+        return false;
+    };
+    let Ok(len) = f.metadata().map(|m| m.len()) else {
+        return false;
+    };
+    // SAFETY: lseek on an fd we own; no memory is passed.
+    let hole = unsafe { libc::lseek(f.as_raw_fd(), 0, libc::SEEK_HOLE) };
+    hole >= 0 && (hole as u64) < len
+}
+
 /// Returns the cached template of this size, making it first if needed. Several VMs may
 /// start at once: each builds into its own temporary name and renames it into place, so
 /// a reader never sees a half-written template.
 pub fn cached_template(cache: &Path, size_mib: u32) -> Result<PathBuf> {
     let path = cache.join(format!("overlay-{size_mib}M.ext4"));
-    if path.exists() {
+    if path.exists() && reports_holes(&path) {
         return Ok(path);
     }
     std::fs::create_dir_all(cache).map_err(|e| Error::io(cache, e))?;
@@ -167,9 +187,11 @@ fn copy_extents(input: &File, output: &File) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Copies `len` bytes at `offset` from `input` to the same offset in `output`.
+/// Copies `len` bytes at `offset` from `input` to the same offset in `output`, leaving
+/// all-zero blocks unwritten (they stay holes: `output` already has its full length).
 fn copy_range(input: &File, output: &File, mut offset: u64, len: usize) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
+    const BLOCK: usize = 64 * 1024;
     let mut buf = vec![0u8; len.min(1 << 20)];
     let end = offset + len as u64;
     while offset < end {
@@ -178,7 +200,11 @@ fn copy_range(input: &File, output: &File, mut offset: u64, len: usize) -> std::
         if n == 0 {
             break;
         }
-        output.write_all_at(&buf[..n], offset)?;
+        for (i, block) in buf[..n].chunks(BLOCK).enumerate() {
+            if block.iter().any(|&b| b != 0) {
+                output.write_all_at(block, offset + (i * BLOCK) as u64)?;
+            }
+        }
         offset += n as u64;
     }
     Ok(())
@@ -242,6 +268,11 @@ mod tests {
         let dest = shm.path().join("dest");
         clone_sparse(&src, &dest).unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&src).unwrap());
+        let allocated = std::fs::metadata(&dest).unwrap().blocks() * 512;
+        assert!(
+            allocated < MIB,
+            "zeros stay holes: {allocated} bytes allocated"
+        );
     }
 
     #[test]
