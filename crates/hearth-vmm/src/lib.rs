@@ -28,6 +28,7 @@ pub mod overlay;
 pub mod process;
 pub mod qemu;
 pub mod spec;
+mod uds;
 pub mod vsock;
 
 pub use agent::AgentClient;

@@ -13,7 +13,7 @@ const MAX_ACK: usize = 32;
 
 /// Opens a stream to the guest's vsock `port` through the hybrid socket at `path`.
 pub async fn connect(path: &Path, port: u32) -> Result<UnixStream> {
-    let mut stream = UnixStream::connect(path)
+    let mut stream = crate::uds::connect(path)
         .await
         .map_err(|e| Error::Handshake(format!("connect {}: {e}", path.display())))?;
     stream

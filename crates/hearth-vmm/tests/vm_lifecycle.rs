@@ -136,6 +136,15 @@ async fn stop_keeps_the_disk_and_a_restart_sees_earlier_writes() {
     vm.stop(Duration::from_secs(5)).await.unwrap();
     assert!(!vm.is_alive());
     assert!(vm.overlay_path.exists() && vm.state_dir.exists());
+    if vm.kind == hearth_vmm::VmmKind::Firecracker {
+        // Firecracker's Ctrl-Alt-Del reached init, which shut down cleanly (QEMU ends on
+        // SIGTERM by itself, after the agent's sync).
+        let console = vm.console_tail(4000);
+        assert!(
+            console.contains("SIGINT received: shutting down"),
+            "no clean shutdown: {console}"
+        );
+    }
 
     s.overlay = Some(vm.overlay_path.clone());
     let again = boot(&s).await;

@@ -4,7 +4,6 @@ use std::path::Path;
 
 use http::{Method, Request};
 use serde::{Deserialize, Serialize};
-use tokio::net::UnixStream;
 
 use crate::http as h;
 use crate::{Error, Result};
@@ -156,7 +155,7 @@ async fn send<T: Serialize>(
         .header(http::header::ACCEPT, "application/json")
         .body(h::full(data))
         .map_err(|e| Error::Spawn(format!("building request: {e}")))?;
-    let stream = UnixStream::connect(api_sock)
+    let stream = crate::uds::connect(api_sock)
         .await
         .map_err(|e| Error::io(api_sock, e))?;
     let resp = h::send(stream, req).await?;

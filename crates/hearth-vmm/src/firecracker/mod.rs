@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use crate::handle::VmHandle;
 use crate::process::{self, ProcRecord, Spawn};
-use crate::{qemu, Accel, Error, Result, VmSpec, Vmm, VmmKind};
+use crate::{overlay, qemu, Accel, Error, Result, VmSpec, Vmm, VmmKind};
 
 pub struct Firecracker {
     pub firecracker_bin: PathBuf,
@@ -104,7 +104,7 @@ impl Firecracker {
         let link = |src: &Path, name: &str| -> Result<PathBuf> {
             let dst = p.root.join(name);
             if !dst.exists() {
-                std::fs::hard_link(src, &dst).map_err(|e| Error::io(&dst, e))?;
+                link_or_copy(src, &dst)?;
             }
             Ok(dst)
         };
@@ -296,6 +296,16 @@ impl Vmm for Firecracker {
 
     async fn restore(&self, spec: &VmSpec, snap: &snapshot::Snapshot) -> Result<VmHandle> {
         snapshot::restore(self, spec, snap).await
+    }
+}
+
+/// Hard-links `src` to `dst`; across file systems (a state dir on another disk than the
+/// image) a hard link cannot be made, and a sparse copy takes its place: slower, and
+/// the base rootfs then takes space once per jailed VM.
+pub(crate) fn link_or_copy(src: &Path, dst: &Path) -> Result<()> {
+    match std::fs::hard_link(src, dst) {
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => overlay::clone_sparse(src, dst),
+        other => other.map_err(|e| Error::io(dst, e)),
     }
 }
 

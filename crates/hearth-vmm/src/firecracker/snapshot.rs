@@ -204,10 +204,10 @@ pub(crate) async fn restore(fc: &Firecracker, spec: &VmSpec, snap: &Snapshot) ->
     let (vmstate, memory) = match &fc.jailer {
         Some((_, uid, gid)) => {
             fc.link_into_jail(&p, spec, *uid, *gid)?;
-            (
-                link_or_copy(&snap.vmstate(), &p.root.join(VMSTATE))?,
-                link_or_copy(&snap.memory(), &p.root.join(MEMORY))?,
-            )
+            let (vmstate, memory) = (p.root.join(VMSTATE), p.root.join(MEMORY));
+            super::link_or_copy(&snap.vmstate(), &vmstate)?;
+            super::link_or_copy(&snap.memory(), &memory)?;
+            (vmstate, memory)
         }
         None => (snap.vmstate(), snap.memory()),
     };
@@ -235,11 +235,4 @@ pub(crate) async fn restore(fc: &Firecracker, spec: &VmSpec, snap: &Snapshot) ->
             Err(e)
         }
     }
-}
-
-fn link_or_copy(src: &Path, dst: &Path) -> Result<PathBuf> {
-    if std::fs::hard_link(src, dst).is_err() {
-        overlay::clone_sparse(src, dst)?;
-    }
-    Ok(dst.to_path_buf())
 }
