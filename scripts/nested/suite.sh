@@ -24,4 +24,4 @@ tests=(--test vm_lifecycle --test agent_client --test vm_network --test vm_contr
 if [ "${1:-}" = --server ]; then
     tests+=(--test e2e)
 fi
-cargo test --workspace --locked --offline "${tests[@]}" -- --test-threads "${RUST_TEST_THREADS:-1}"
+cargo test --workspace --locked --offline --no-fail-fast "${tests[@]}" -- --test-threads "${RUST_TEST_THREADS:-1}"

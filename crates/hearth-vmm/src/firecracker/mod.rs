@@ -273,6 +273,9 @@ impl Vmm for Firecracker {
 
     async fn start(&self, spec: &VmSpec) -> Result<VmHandle> {
         let p = self.paths(spec);
+        if self.jailer.is_some() {
+            reset_jail(spec, &p)?;
+        }
         std::fs::create_dir_all(&p.root).map_err(|e| Error::io(&p.root, e))?;
         qemu::prepare(spec, &p.overlay, &[&p.api, &p.vsock])?;
         let (kernel, rootfs) = match &self.jailer {
@@ -297,6 +300,33 @@ impl Vmm for Firecracker {
     async fn restore(&self, spec: &VmSpec, snap: &snapshot::Snapshot) -> Result<VmHandle> {
         snapshot::restore(self, spec, snap).await
     }
+}
+
+/// Empties the jail a previous run of this VM left (the jailer's copy of firecracker,
+/// its device nodes, sockets), keeping only the overlay disk: the jailer does not reuse
+/// a chroot, so a stopped jailed VM could not start again. Leaves a live VM alone
+/// (`qemu::prepare` then refuses the start).
+fn reset_jail(spec: &VmSpec, p: &Paths) -> Result<()> {
+    let jail = spec.state_dir.join("jail");
+    if !jail.exists() {
+        return Ok(());
+    }
+    if let Ok(old) = VmHandle::adopt(&spec.state_dir) {
+        if old.procs.iter().any(ProcRecord::is_alive) {
+            return Ok(());
+        }
+    }
+    let keep = spec.state_dir.join(".overlay.keep");
+    let inside = p.overlay.starts_with(&jail) && p.overlay.exists();
+    if inside {
+        std::fs::rename(&p.overlay, &keep).map_err(|e| Error::io(&keep, e))?;
+    }
+    std::fs::remove_dir_all(&jail).map_err(|e| Error::io(&jail, e))?;
+    if inside {
+        std::fs::create_dir_all(&p.root).map_err(|e| Error::io(&p.root, e))?;
+        std::fs::rename(&keep, &p.overlay).map_err(|e| Error::io(&p.overlay, e))?;
+    }
+    Ok(())
 }
 
 /// Hard-links `src` to `dst`; across file systems (a state dir on another disk than the
