@@ -15,6 +15,7 @@
 //! Checked against Firecracker and its jailer v1.17.0-dev, nested (see scripts/nested.sh).
 pub mod api;
 pub mod snapshot;
+mod tap;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -115,30 +116,14 @@ impl Firecracker {
         Ok((kernel, rootfs))
     }
 
-    /// A jailed Firecracker drops to the jail uid before it opens the TAP, and a TAP only
-    /// lets its owner (or CAP_NET_ADMIN) attach: hand the VM's TAP to that uid/gid.
-    /// `ip tuntap add` on an existing persistent TAP re-attaches to it and sets the owner.
+    /// A jailed Firecracker opens its TAP as the jail uid: hand the TAP to it.
     fn own_tap(&self, spec: &VmSpec) -> Result<()> {
-        let (Some((_, uid, gid)), Some(net)) = (&self.jailer, &spec.net) else {
-            return Ok(());
-        };
-        let mut cmd = std::process::Command::new("ip");
-        if let Some(ns) = &net.netns {
-            cmd.args(["-n", ns]);
+        match (&self.jailer, &spec.net) {
+            (Some((_, uid, gid)), Some(net)) => {
+                tap::set_owner(net.netns.as_deref(), &net.tap, *uid, *gid)
+            }
+            _ => Ok(()),
         }
-        cmd.args(["tuntap", "add", "dev", &net.tap, "mode", "tap"])
-            .args(["user", &uid.to_string(), "group", &gid.to_string()]);
-        let out = cmd
-            .output()
-            .map_err(|e| Error::Spawn(format!("ip tuntap: {e}")))?;
-        if !out.status.success() {
-            return Err(Error::Spawn(format!(
-                "giving TAP {} to uid {uid}: {}",
-                net.tap,
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        Ok(())
     }
 
     pub(crate) fn spawn(&self, spec: &VmSpec, p: &Paths) -> Result<ProcRecord> {
