@@ -17,7 +17,10 @@ if [ -n "${HEARTH_JAILER_BIN:-}" ]; then
     export HEARTH_JAILER_UID_GID=${HEARTH_JAILER_UID_GID:-65534:65534}
 fi
 echo "==> nested: $(uname -r), $(grep -m1 -o 'svm' /proc/cpuinfo || echo 'no svm'), HEARTH_VMM=$HEARTH_VMM${HEARTH_JAILER_BIN:+ (jailed)}"
-./target/debug/hearth doctor --boot --json
+doctor=$(./target/debug/hearth doctor --boot --json) || { echo "$doctor"; exit 1; }
+echo "$doctor"
+# No PVM marker in here: detection must call this KVM usable, not fall back to TCG.
+grep -q '"kvm_usable": true' <<<"$doctor" || { echo "nested: KVM not detected as usable" >&2; exit 1; }
 # --workspace: the same feature resolution as the host's build, so cargo finds every
 # test binary fresh instead of compiling under TCG.
 tests=(--test vm_lifecycle --test agent_client --test vm_network --test vm_control --test firecracker_api)
