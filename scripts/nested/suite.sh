@@ -27,4 +27,7 @@ tests=(--test vm_lifecycle --test agent_client --test vm_network --test vm_contr
 if [ "${1:-}" = --server ]; then
     tests+=(--test e2e)
 fi
-cargo test --workspace --locked --offline --no-fail-fast "${tests[@]}" -- --test-threads "${RUST_TEST_THREADS:-1}"
+# One test at a time whatever RUST_TEST_THREADS says (CI sets 2 for the host): the
+# outer VM has 2 TCG vCPUs, and concurrent nested guests are where it misbehaved (see
+# ARCHITECTURE.md).
+cargo test --workspace --locked --offline --no-fail-fast "${tests[@]}" -- --test-threads "${NESTED_TEST_THREADS:-1}"
