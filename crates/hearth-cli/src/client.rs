@@ -1,4 +1,5 @@
 //! HTTP client for `hearth serve`, shared by `hearth vm`, `hearth keys` and `hearth job`.
+//! Bodies are `hearth-api`'s types, the same the server parses.
 //!
 //! Server: `HEARTH_URL` (default `http://127.0.0.1:8080`). Key: `HEARTH_API_KEY`, else
 //! the `admin.key` the server wrote under `HEARTH_DATA_DIR` when readable. Every non-2xx
@@ -34,7 +35,7 @@ pub struct ClientArgs {
 #[derive(Debug)]
 pub struct ApiError {
     pub status: u16,
-    pub code: String,
+    pub code: hearth_api::ErrorCode,
     pub message: String,
 }
 
@@ -89,16 +90,19 @@ impl Client {
         }
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
-        let parsed: Option<hearth_proto::ErrorBody> = serde_json::from_str(&text).ok();
+        let parsed: Option<hearth_api::ErrorBody> = serde_json::from_str(&text).ok();
         Err(match parsed {
             Some(b) => ApiError {
                 status,
                 code: b.error.code,
-                message: b.error.message,
+                message: match b.error.request_id {
+                    Some(id) => format!("{} (request id {id})", b.error.message),
+                    None => b.error.message,
+                },
             },
             None => ApiError {
                 status,
-                code: "http_error".into(),
+                code: hearth_api::ErrorCode::for_status(status),
                 message: text,
             },
         }
@@ -121,17 +125,23 @@ impl Client {
         Ok(resp.json().await?)
     }
 
+    /// POSTs without a body.
+    pub async fn post_empty<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let resp = self.send(self.request(Method::POST, path)).await?;
+        Ok(resp.json().await?)
+    }
+
     pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
         self.send(self.request(Method::DELETE, path)).await?;
         Ok(())
     }
 
-    /// POSTs `body` and yields each NDJSON line of the answer as JSON, as it arrives.
-    pub async fn post_ndjson<B: Serialize>(
+    /// POSTs `body` and yields each NDJSON line of the answer, as it arrives.
+    pub async fn post_ndjson<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,
         body: &B,
-    ) -> anyhow::Result<impl Stream<Item = anyhow::Result<serde_json::Value>>> {
+    ) -> anyhow::Result<impl Stream<Item = anyhow::Result<T>>> {
         let resp = self
             .send(self.request(Method::POST, path).json(body))
             .await?;
@@ -158,9 +168,9 @@ impl Client {
 }
 
 /// Splits a byte stream into JSON lines (chunks need not align with lines).
-fn ndjson_lines(
+pub fn ndjson_lines<T: DeserializeOwned>(
     bytes: impl Stream<Item = reqwest::Result<Bytes>> + Unpin,
-) -> impl Stream<Item = anyhow::Result<serde_json::Value>> {
+) -> impl Stream<Item = anyhow::Result<T>> {
     futures::stream::unfold(
         (bytes, Vec::<u8>::new(), false),
         |(mut s, mut buf, done)| async move {
@@ -194,7 +204,7 @@ fn ndjson_lines(
 
 type LineState<S> = (S, Vec<u8>, bool);
 
-fn finish<S>(s: S, buf: Vec<u8>) -> Option<(anyhow::Result<serde_json::Value>, LineState<S>)> {
+fn finish<S, T: DeserializeOwned>(s: S, buf: Vec<u8>) -> Option<(anyhow::Result<T>, LineState<S>)> {
     if buf.iter().all(u8::is_ascii_whitespace) {
         return None;
     }

@@ -10,7 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use serde_json::{json, Value};
+use hearth_api::jobs::{CreateJob, Enqueued, Job, JobStatus};
+use hearth_api::Language;
+use serde_json::json;
 
 use crate::client::{Client, ClientArgs};
 use crate::cmd_run;
@@ -71,8 +73,8 @@ pub async fn main(args: Args) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn field(jobs: &[Value], name: &str) -> Vec<f64> {
-    jobs.iter().filter_map(|j| j[name].as_f64()).collect()
+fn field(jobs: &[Job], f: impl Fn(&Job) -> Option<i64>) -> Vec<f64> {
+    jobs.iter().filter_map(|j| f(j).map(|v| v as f64)).collect()
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -83,9 +85,9 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
-fn report(as_json: bool, rows: &[(u32, Duration, Vec<Value>)], idle: &[Value]) {
-    let idle_queue = median(field(idle, "queue_ms"));
-    let idle_vm = median(field(idle, "vm_create_ms"));
+fn report(as_json: bool, rows: &[(u32, Duration, Vec<Job>)], idle: &[Job]) {
+    let idle_queue = median(field(idle, |j| j.queue_ms));
+    let idle_vm = median(field(idle, |j| j.vm_create_ms));
     let mut levels = vec![];
     if !as_json {
         println!(
@@ -95,9 +97,9 @@ fn report(as_json: bool, rows: &[(u32, Duration, Vec<Value>)], idle: &[Value]) {
     for (c, wall, jobs) in rows {
         let per_min = jobs.len() as f64 / wall.as_secs_f64() * 60.0;
         let (q, vm, d) = (
-            median(field(jobs, "queue_ms")),
-            median(field(jobs, "vm_create_ms")),
-            median(field(jobs, "duration_ms")),
+            median(field(jobs, |j| j.queue_ms)),
+            median(field(jobs, |j| j.vm_create_ms)),
+            median(field(jobs, |j| j.duration_ms)),
         );
         if as_json {
             levels.push(
@@ -180,23 +182,33 @@ impl BenchServer {
     }
 
     async fn submit(&self) -> anyhow::Result<String> {
-        let v: Value = self
-            .client
-            .post("/v1/jobs", &json!({"language": "sh", "code": CODE}))
-            .await?;
-        Ok(v["job_id"].as_str().unwrap_or_default().to_string())
+        let job = CreateJob {
+            language: Language::Sh,
+            code: CODE.into(),
+            name: None,
+            args: vec![],
+            env: Default::default(),
+            timeout_s: None,
+            vcpus: None,
+            memory_mib: None,
+            files: Default::default(),
+            max_retries: 0,
+            network: None,
+        };
+        let r: Enqueued = self.client.post("/v1/jobs", &job).await?;
+        Ok(r.job_id)
     }
 
-    async fn wait(&self, id: &str) -> anyhow::Result<Value> {
+    async fn wait(&self, id: &str) -> anyhow::Result<Job> {
         let deadline = Instant::now() + Duration::from_secs(600);
         loop {
-            let j: Value = self.client.get(&format!("/v1/jobs/{id}")).await?;
-            match j["status"].as_str() {
-                Some("succeeded") => return Ok(j),
-                Some("queued" | "running") if Instant::now() < deadline => {
+            let j: Job = self.client.get(&format!("/v1/jobs/{id}")).await?;
+            match j.status {
+                JobStatus::Succeeded => return Ok(j),
+                JobStatus::Queued | JobStatus::Running if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await
                 }
-                _ => bail!("bench job {id} did not succeed: {j}"),
+                status => bail!("bench job {id} did not succeed: {status}: {j:?}"),
             }
         }
     }

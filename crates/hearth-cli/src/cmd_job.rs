@@ -6,10 +6,15 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use futures::StreamExt;
+use hearth_api::jobs::{
+    Cancelled, Enqueued, Job, JobList, JobParams, JobStatus, LogLine, LogStream,
+};
+use hearth_api::scripts::{Script, ScriptList};
+use hearth_api::Language;
 use reqwest::Method;
-use serde_json::{json, Value};
 
-use crate::client::{query_escape, Client, ClientArgs};
+use crate::client::{ndjson_lines, query_escape, Client, ClientArgs};
+use crate::cmd_vm::{pairs, print_json};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -29,7 +34,7 @@ pub enum Command {
         timeout: Option<u64>,
         /// Language instead of the one the extension gives (sh, python, ts, js).
         #[arg(long)]
-        language: Option<String>,
+        language: Option<Language>,
         #[arg(long)]
         vcpus: Option<u8>,
         #[arg(long)]
@@ -49,8 +54,8 @@ pub enum Command {
         #[command(flatten)]
         c: ClientArgs,
         /// Only this status (queued, running, succeeded, failed, timed_out, cancelled, error).
-        #[arg(long)]
-        status: Option<String>,
+        #[arg(long, value_parser = parse_status)]
+        status: Option<JobStatus>,
         /// Only runs of this script.
         #[arg(long)]
         script: Option<String>,
@@ -72,8 +77,8 @@ pub enum Command {
         #[arg(short, long)]
         follow: bool,
         /// Only `stdout` or `stderr`.
-        #[arg(long)]
-        stream: Option<String>,
+        #[arg(long, value_parser = parse_stream)]
+        stream: Option<LogStream>,
     },
     /// Cancel a queued or running job.
     Cancel {
@@ -121,28 +126,32 @@ pub async fn main(cmd: Command) -> anyhow::Result<i32> {
                 .file_name()
                 .and_then(|n| n.to_str())
                 .context("FILE needs a UTF-8 file name")?;
-            let mut path = format!("/v1/scripts?name={}", query_escape(name));
-            if let Some(l) = &language {
-                path.push_str(&format!("&language={}", query_escape(l)));
-            }
+            // The server wants the language named; the extension tells it unless given.
+            let language = match language {
+                Some(l) => l,
+                None => Language::from_file_name(name)
+                    .with_context(|| format!("{name}: pass --language"))?,
+            };
+            let path = format!(
+                "/v1/scripts?name={}&language={language}",
+                query_escape(name)
+            );
             let req = client.request(Method::POST, &path).body(data);
-            let script: Value = client.send(req).await?.json().await?;
-            let mut envs = serde_json::Map::new();
-            for e in &env {
-                let (k, v) = e
-                    .split_once('=')
-                    .with_context(|| format!("--env {e:?}: KEY=VALUE"))?;
-                envs.insert(k.to_string(), json!(v));
-            }
-            let body = json!({
-                "args": args, "env": envs, "timeout_s": timeout, "vcpus": vcpus,
-                "memory_mib": memory_mib, "max_retries": retries, "network": net.body(),
-            });
-            let sid = s(&script["id"]);
-            let r: Value = client
-                .post(&format!("/v1/scripts/{sid}/run"), &body)
+            let script: Script = client.send(req).await?.json().await?;
+            let params = JobParams {
+                args,
+                env: pairs(&env).context("--env")?,
+                timeout_s: timeout,
+                vcpus,
+                memory_mib,
+                files: Default::default(),
+                max_retries: retries,
+                network: net.spec(),
+            };
+            let r: Enqueued = client
+                .post(&format!("/v1/scripts/{}/run", script.id), &params)
                 .await?;
-            let id = s(&r["job_id"]).to_string();
+            let id = r.job_id.clone();
             if !wait {
                 if c.json {
                     print_json(&r);
@@ -153,7 +162,7 @@ pub async fn main(cmd: Command) -> anyhow::Result<i32> {
             }
             eprintln!("hearth: job {id} queued");
             follow_split(&client, &id).await?;
-            let job: Value = client.get(&format!("/v1/jobs/{id}")).await?;
+            let job: Job = client.get(&format!("/v1/jobs/{id}")).await?;
             if c.json {
                 print_json(&job);
             }
@@ -168,38 +177,35 @@ pub async fn main(cmd: Command) -> anyhow::Result<i32> {
             let client = Client::new(&c)?;
             let mut q = format!("/v1/jobs?limit={limit}");
             if let Some(st) = status {
-                q.push_str(&format!("&status={}", query_escape(&st)));
+                q.push_str(&format!("&status={st}"));
             }
             if let Some(sc) = script {
                 q.push_str(&format!("&script_id={}", query_escape(&sc)));
             }
-            let v: Value = client.get(&q).await?;
+            let list: JobList = client.get(&q).await?;
             if c.json {
-                print_json(&v);
+                print_json(&list);
                 return Ok(0);
             }
             println!(
                 "{:<36}  {:<9}  {:>4}  {:<24}  NAME",
                 "ID", "STATUS", "EXIT", "QUEUED"
             );
-            for j in v["jobs"].as_array().into_iter().flatten() {
+            for j in list.jobs {
                 println!(
                     "{:<36}  {:<9}  {:>4}  {:<24}  {}",
-                    s(&j["id"]),
-                    s(&j["status"]),
-                    j["exit_code"]
-                        .as_i64()
-                        .map(|c| c.to_string())
-                        .unwrap_or_default(),
-                    s(&j["queued_at"]),
-                    s(&j["name"]),
+                    j.id,
+                    j.status,
+                    j.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+                    j.queued_at,
+                    j.name,
                 );
             }
             Ok(0)
         }
         Command::Show { c, id } => {
-            let v: Value = Client::new(&c)?.get(&format!("/v1/jobs/{id}")).await?;
-            print_json(&v);
+            let job: Job = Client::new(&c)?.get(&format!("/v1/jobs/{id}")).await?;
+            print_json(&job);
             Ok(0)
         }
         Command::Logs {
@@ -211,7 +217,7 @@ pub async fn main(cmd: Command) -> anyhow::Result<i32> {
             let client = Client::new(&c)?;
             let mut q = format!("/v1/jobs/{id}/logs?follow={follow}");
             if let Some(st) = stream {
-                q.push_str(&format!("&stream={}", query_escape(&st)));
+                q.push_str(&format!("&stream={}", st.as_str()));
             }
             let resp = client.send(client.request(Method::GET, &q)).await?;
             let mut body = resp.bytes_stream();
@@ -223,13 +229,13 @@ pub async fn main(cmd: Command) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Cancel { c, id } => {
-            let v: Value = Client::new(&c)?
-                .post(&format!("/v1/jobs/{id}/cancel"), &json!({}))
+            let r: Cancelled = Client::new(&c)?
+                .post_empty(&format!("/v1/jobs/{id}/cancel"))
                 .await?;
             if c.json {
-                print_json(&v);
+                print_json(&r);
             } else {
-                eprintln!("{id}: {}", s(&v["status"]));
+                eprintln!("{id}: {}", r.status.as_str());
             }
             Ok(0)
         }
@@ -239,23 +245,19 @@ pub async fn main(cmd: Command) -> anyhow::Result<i32> {
 pub async fn script_main(cmd: ScriptCommand) -> anyhow::Result<i32> {
     match cmd {
         ScriptCommand::Ls { c } => {
-            let v: Value = Client::new(&c)?.get("/v1/scripts").await?;
+            let list: ScriptList = Client::new(&c)?.get("/v1/scripts").await?;
             if c.json {
-                print_json(&v);
+                print_json(&list);
                 return Ok(0);
             }
             println!(
                 "{:<36}  {:<6}  {:>8}  {:<24}  NAME",
                 "ID", "LANG", "SIZE", "CREATED"
             );
-            for sc in v["scripts"].as_array().into_iter().flatten() {
+            for sc in list.scripts {
                 println!(
                     "{:<36}  {:<6}  {:>8}  {:<24}  {}",
-                    s(&sc["id"]),
-                    s(&sc["language"]),
-                    sc["size"].as_i64().unwrap_or_default(),
-                    s(&sc["created_at"]),
-                    s(&sc["name"]),
+                    sc.id, sc.language, sc.size, sc.created_at, sc.name,
                 );
             }
             Ok(0)
@@ -281,26 +283,19 @@ pub async fn script_main(cmd: ScriptCommand) -> anyhow::Result<i32> {
 async fn follow_split(client: &Client, id: &str) -> anyhow::Result<()> {
     let path = format!("/v1/jobs/{id}/logs?follow=true&format=ndjson");
     let resp = client.send(client.request(Method::GET, &path)).await?;
-    let mut body = resp.bytes_stream();
-    let mut buf: Vec<u8> = Vec::new();
+    let mut lines = Box::pin(ndjson_lines::<LogLine>(resp.bytes_stream()));
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
-    while let Some(chunk) = body.next().await {
-        buf.extend_from_slice(&chunk?);
-        while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=nl).collect();
-            let Ok(v) = serde_json::from_slice::<Value>(&line) else {
-                continue;
-            };
-            let data = s(&v["data"]).as_bytes();
-            if v["stream"] == "stderr" {
-                err.write_all(data)?;
-            } else {
-                out.write_all(data)?;
-                out.flush()?;
-            }
-            if v["truncated"] == true {
-                eprintln!("hearth: the job's log hit its size limit; later output was dropped");
-            }
+    while let Some(line) = lines.next().await {
+        let line = line?;
+        let data = line.data.unwrap_or_default();
+        if line.stream == Some(LogStream::Stderr) {
+            err.write_all(data.as_bytes())?;
+        } else {
+            out.write_all(data.as_bytes())?;
+            out.flush()?;
+        }
+        if line.truncated {
+            eprintln!("hearth: the job's log hit its size limit; later output was dropped");
         }
     }
     Ok(())
@@ -308,21 +303,16 @@ async fn follow_split(client: &Client, id: &str) -> anyhow::Result<()> {
 
 /// The script's exit code; for ends without one, the conventions of `timeout(1)` (124)
 /// and of a signal-killed shell job (130 for cancel), 1 for our own errors.
-fn exit_code_of(job: &Value) -> i32 {
-    let status = s(&job["status"]);
-    match status {
-        "succeeded" | "failed" => {
-            if job["oom_killed"] == true {
-                eprintln!(
-                    "hearth: job {}: {}",
-                    s(&job["id"]),
-                    crate::cmd_vm::OOM_KILLED
-                );
+fn exit_code_of(job: &Job) -> i32 {
+    match job.status {
+        JobStatus::Succeeded | JobStatus::Failed => {
+            if job.oom_killed {
+                eprintln!("hearth: job {}: {}", job.id, crate::cmd_vm::OOM_KILLED);
             }
-            job["exit_code"].as_i64().unwrap_or(1) as i32
+            job.exit_code.unwrap_or(1)
         }
-        _ => {
-            let why = job["error"].as_str().unwrap_or_default();
+        status => {
+            let why = job.error.as_deref().unwrap_or_default();
             eprintln!(
                 "hearth: job {status}{}",
                 if why.is_empty() {
@@ -332,18 +322,22 @@ fn exit_code_of(job: &Value) -> i32 {
                 }
             );
             match status {
-                "timed_out" => 124,
-                "cancelled" => 130,
+                JobStatus::TimedOut => 124,
+                JobStatus::Cancelled => 130,
                 _ => 1,
             }
         }
     }
 }
 
-fn s(v: &Value) -> &str {
-    v.as_str().unwrap_or_default()
+fn parse_status(s: &str) -> Result<JobStatus, String> {
+    s.parse()
 }
 
-fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+fn parse_stream(s: &str) -> Result<LogStream, String> {
+    match s {
+        "stdout" => Ok(LogStream::Stdout),
+        "stderr" => Ok(LogStream::Stderr),
+        _ => Err(format!("{s:?}: stdout or stderr")),
+    }
 }

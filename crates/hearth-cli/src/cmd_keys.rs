@@ -1,8 +1,9 @@
 //! `hearth keys ...`: API keys on a server.
 
-use serde_json::{json, Value};
+use hearth_api::keys::{CreateKey, KeyList, NewKey};
 
 use crate::client::{Client, ClientArgs};
+use crate::cmd_vm::print_json;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -28,33 +29,27 @@ pub enum Command {
 pub async fn main(cmd: Command) -> anyhow::Result<i32> {
     match cmd {
         Command::Create { c, name } => {
-            let v: Value = Client::new(&c)?
-                .post("/v1/keys", &json!({ "name": name }))
+            let k: NewKey = Client::new(&c)?
+                .post("/v1/keys", &CreateKey { name })
                 .await?;
             if c.json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                print_json(&k);
             } else {
-                println!("{}", v["key"].as_str().unwrap_or_default());
+                println!("{}", k.key);
                 eprintln!(
                     "key id {} ({}): store it now, it is not shown again",
-                    v["id"].as_str().unwrap_or_default(),
-                    v["name"].as_str().unwrap_or_default()
+                    k.id, k.name
                 );
             }
         }
         Command::Ls { c } => {
-            let v: Value = Client::new(&c)?.get("/v1/keys").await?;
+            let list: KeyList = Client::new(&c)?.get("/v1/keys").await?;
             if c.json {
-                println!("{}", serde_json::to_string_pretty(&v["keys"])?);
+                print_json(&list.keys);
             } else {
                 println!("{:<36}  {:<20}  CREATED", "ID", "NAME");
-                for k in v["keys"].as_array().into_iter().flatten() {
-                    println!(
-                        "{:<36}  {:<20}  {}",
-                        k["id"].as_str().unwrap_or_default(),
-                        k["name"].as_str().unwrap_or_default(),
-                        k["created_at"].as_str().unwrap_or_default()
-                    );
+                for k in list.keys {
+                    println!("{:<36}  {:<20}  {}", k.id, k.name, k.created_at);
                 }
             }
         }

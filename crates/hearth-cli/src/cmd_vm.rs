@@ -3,9 +3,18 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
 use anyhow::{bail, Context};
 use futures::StreamExt;
-use serde_json::{json, Value};
+use hearth_api::exec::{
+    ExecRequest, ExecResponse, RunRequest, RunResponse, ScriptError, StreamEvent, StreamLine,
+};
+use hearth_api::files::UploadResponse;
+use hearth_api::network::{FirewallView, NetworkSpec, VmNetwork};
+use hearth_api::vms::{CallHistory, ConsoleLog, CreateVm, Vm, VmList, VmState};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 /// Kept here too: `cmd_job` imports it from this module.
 pub use crate::client::query_escape;
@@ -56,7 +65,7 @@ pub enum Command {
         c: ClientArgs,
         /// Only this state (creating, running, stopped, failed, deleted).
         #[arg(long)]
-        state: Option<String>,
+        state: Option<VmStateArg>,
         /// Include deleted VMs.
         #[arg(long, short)]
         all: bool,
@@ -159,9 +168,22 @@ pub struct NetArgs {
 
 impl NetArgs {
     /// The request's `network` value, or `None` without `--outbound`.
-    pub fn body(&self) -> Option<Value> {
-        self.outbound
-            .then(|| json!({"outbound": true, "allow": self.allow}))
+    pub fn spec(&self) -> Option<NetworkSpec> {
+        self.outbound.then(|| NetworkSpec {
+            outbound: true,
+            allow: self.allow.clone(),
+        })
+    }
+}
+
+/// `--state` values, checked by clap against the API's states.
+#[derive(Clone, Copy, Debug)]
+pub struct VmStateArg(VmState);
+
+impl std::str::FromStr for VmStateArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.parse().map(VmStateArg)
     }
 }
 
@@ -193,78 +215,72 @@ pub async fn main(cmd: Command) -> anyhow::Result<i32> {
             meta,
             net,
         } => {
-            let mut body = json!({"env": pairs(&env)?, "metadata": pairs(&meta)?});
-            if let Some(n) = net.body() {
-                body["network"] = n;
-            }
-            if let Some(i) = image {
-                body["image"] = json!(i);
-            }
-            if let Some(v) = vcpus {
-                body["vcpus"] = json!(v);
-            }
-            if let Some(m) = memory_mib {
-                body["memory_mib"] = json!(m);
-            }
-            if let Some(t) = ttl {
-                body["ttl_s"] = json!(t);
-            }
-            let vm: Value = Client::new(&c)?.post("/v1/vms", &body).await?;
+            let req = CreateVm {
+                image,
+                vcpus,
+                memory_mib,
+                env: pairs(&env)?,
+                ttl_s: ttl,
+                metadata: pairs(&meta)?,
+                network: net.spec(),
+            };
+            let vm: Vm = Client::new(&c)?.post("/v1/vms", &req).await?;
             if c.json {
                 print_json(&vm);
             } else {
-                println!("{}", vm["id"].as_str().unwrap_or_default());
+                println!("{}", vm.id);
                 eprintln!(
                     "running: {} on {}/{} in {} ms",
-                    vm["image"].as_str().unwrap_or("?"),
-                    vm["vmm"].as_str().unwrap_or("?"),
-                    vm["accel"].as_str().unwrap_or("?"),
-                    vm["boot_ms"]
+                    vm.image,
+                    vm.vmm.as_deref().unwrap_or("?"),
+                    vm.accel.as_deref().unwrap_or("?"),
+                    vm.boot_ms.map_or("?".into(), |ms| ms.to_string())
                 );
-                if let Some(n) = vm.get("network") {
+                if let Some(n) = &vm.network {
                     eprintln!("network: {}", network_line(n));
                 }
             }
         }
         Command::Firewall { c, id, net } => {
             let client = Client::new(&c)?;
-            let fw: Value = match net.body() {
-                Some(body) => {
+            let fw: FirewallView = match net.spec() {
+                Some(spec) => {
                     client
-                        .post(&format!("/v1/vms/{id}/firewall/allowlist"), &body)
+                        .post(&format!("/v1/vms/{id}/firewall/allowlist"), &spec)
                         .await?
                 }
                 None => client.get(&format!("/v1/vms/{id}/firewall")).await?,
             };
             if c.json {
                 print_json(&fw);
-            } else if fw["outbound"] != true {
+            } else if !fw.outbound {
                 println!("no network (created without --outbound)");
             } else {
-                println!("address: {}  dns: {}", s(&fw["address"]), s(&fw["dns"]));
-                println!("allow:   {}", allow_text(&fw["allow"]));
-                match fw["rules"].as_str() {
+                println!(
+                    "address: {}  dns: {}",
+                    or_dash(&fw.address),
+                    or_dash(&fw.dns)
+                );
+                println!("allow:   {}", allow_text(&fw.allow));
+                match &fw.rules {
                     Some(r) => println!("host rules:\n{r}"),
                     None => println!("host rules: none (the VM is not running)"),
                 }
             }
         }
         Command::Ls { c, state, all } => {
-            let path = match &state {
-                Some(s) => format!("/v1/vms?state={s}"),
+            let path = match state {
+                Some(s) => format!("/v1/vms?state={}", s.0),
                 None => "/v1/vms".into(),
             };
-            let list: Value = Client::new(&c)?.get(&path).await?;
-            let vms: Vec<&Value> = list["vms"]
-                .as_array()
-                .map(|a| a.iter().collect())
-                .unwrap_or_default();
-            let vms: Vec<&Value> = vms
+            let list: VmList = Client::new(&c)?.get(&path).await?;
+            let vms: Vec<Vm> = list
+                .vms
                 .into_iter()
-                .filter(|v| all || state.is_some() || v["state"] != "deleted")
+                .filter(|v| all || state.is_some() || v.state != VmState::Deleted)
                 .collect();
             if c.json {
-                print_json(&json!(vms));
+                print_json(&vms);
             } else {
                 println!(
                     "{:<36}  {:<8}  {:<10}  {:>5}  {:>6}  CREATED",
@@ -273,21 +289,16 @@ pub async fn main(cmd: Command) -> anyhow::Result<i32> {
                 for v in vms {
                     println!(
                         "{:<36}  {:<8}  {:<10}  {:>5}  {:>6}  {}",
-                        s(&v["id"]),
-                        s(&v["state"]),
-                        s(&v["image"]),
-                        v["vcpus"],
-                        v["memory_mib"],
-                        s(&v["created_at"])
+                        v.id, v.state, v.image, v.vcpus, v.memory_mib, v.created_at
                     );
                 }
             }
         }
         Command::Show { c, id } => {
-            let vm: Value = Client::new(&c)?.get(&format!("/v1/vms/{id}")).await?;
+            let vm: Vm = Client::new(&c)?.get(&format!("/v1/vms/{id}")).await?;
             print_json(&vm);
             if !c.json {
-                let n = vm.get("network").map_or("none".into(), network_line);
+                let n = vm.network.as_ref().map_or("none".into(), network_line);
                 eprintln!("network: {n}");
             }
         }
@@ -307,20 +318,17 @@ pub async fn main(cmd: Command) -> anyhow::Result<i32> {
             id,
             timeout_ms,
             cwd,
-            cmd,
+            mut cmd,
         } => {
-            let mut body = if cmd.len() == 1 {
-                json!({"cmd": cmd[0]})
-            } else {
-                json!({"cmd": cmd[0], "args": cmd[1..]})
+            let args = (cmd.len() > 1).then(|| cmd.split_off(1));
+            let req = ExecRequest {
+                cmd: cmd.remove(0),
+                args,
+                cwd,
+                timeout_ms,
+                ..Default::default()
             };
-            if let Some(t) = timeout_ms {
-                body["timeout_ms"] = json!(t);
-            }
-            if let Some(d) = cwd {
-                body["cwd"] = json!(d);
-            }
-            return run_call(&c, &format!("/v1/vms/{id}/exec"), &body).await;
+            return run_call::<_, ExecResponse>(&c, &format!("/v1/vms/{id}/exec"), &req).await;
         }
         Command::RunTs(a) => return run_script(a, "run-ts").await,
         Command::RunJs(a) => return run_script(a, "run-js").await,
@@ -328,7 +336,7 @@ pub async fn main(cmd: Command) -> anyhow::Result<i32> {
         Command::Upload { c, id, local, dest } => {
             let stream = pack_tar_gz(local)?;
             let path = format!("/v1/vms/{id}/files/upload?dest={}", query_escape(&dest));
-            let r: Value = Client::new(&c)?
+            let r: UploadResponse = Client::new(&c)?
                 .post_stream(&path, "application/gzip", stream)
                 .await?;
             if c.json {
@@ -336,10 +344,7 @@ pub async fn main(cmd: Command) -> anyhow::Result<i32> {
             } else {
                 eprintln!(
                     "uploaded {} files, {} dirs, {} bytes to {}",
-                    r["files"],
-                    r["dirs"],
-                    r["bytes"],
-                    s(&r["dest"])
+                    r.files, r.dirs, r.bytes, r.dest
                 );
             }
         }
@@ -351,32 +356,32 @@ pub async fn main(cmd: Command) -> anyhow::Result<i32> {
             extract,
         } => download(&c, &id, &path, output, extract).await?,
         Command::Logs { c, id, tail } => {
-            let v: Value = Client::new(&c)?
+            let log: ConsoleLog = Client::new(&c)?
                 .get(&format!("/v1/vms/{id}/logs?tail={tail}"))
                 .await?;
             if c.json {
-                print_json(&v);
+                print_json(&log);
             } else {
-                for l in v["lines"].as_array().into_iter().flatten() {
-                    println!("{}", l.as_str().unwrap_or_default());
+                for l in log.lines {
+                    println!("{l}");
                 }
             }
         }
         Command::History { c, id, limit } => {
-            let v: Value = Client::new(&c)?
+            let h: CallHistory = Client::new(&c)?
                 .get(&format!("/v1/vms/{id}/history?limit={limit}"))
                 .await?;
             if c.json {
-                print_json(&v);
+                print_json(&h);
             } else {
-                for call in v["calls"].as_array().into_iter().flatten() {
+                for call in h.calls {
                     println!(
                         "{}  {:<10}  exit={:<4}  {:>6} ms  {}",
-                        s(&call["created_at"]),
-                        s(&call["kind"]),
-                        call["exit_code"],
-                        call["duration_ms"],
-                        call["input"]
+                        call.created_at,
+                        call.kind,
+                        call.exit_code.map_or("-".into(), |c| c.to_string()),
+                        call.duration_ms.map_or("-".into(), |d| d.to_string()),
+                        call.input
                     );
                 }
             }
@@ -386,13 +391,13 @@ pub async fn main(cmd: Command) -> anyhow::Result<i32> {
 }
 
 async fn lifecycle(c: &ClientArgs, id: &str, what: &str) -> anyhow::Result<()> {
-    let vm: Value = Client::new(c)?
-        .post(&format!("/v1/vms/{id}/{what}"), &json!({}))
+    let vm: Vm = Client::new(c)?
+        .post_empty(&format!("/v1/vms/{id}/{what}"))
         .await?;
     if c.json {
         print_json(&vm);
     } else {
-        eprintln!("{id}: {}", s(&vm["state"]));
+        eprintln!("{id}: {}", vm.state);
     }
     Ok(())
 }
@@ -403,51 +408,79 @@ async fn run_script(a: RunArgs, kind: &str) -> anyhow::Result<i32> {
     } else {
         std::fs::read_to_string(&a.file).with_context(|| format!("reading {}", a.file.display()))?
     };
-    let mut body = json!({"code": code, "args": a.args, "env": a.env});
-    if let Some(t) = a.timeout_ms {
-        body["timeout_ms"] = json!(t);
+    let req = RunRequest {
+        code: Some(code),
+        args: a.args,
+        env: a.env,
+        timeout_ms: a.timeout_ms,
+        ..Default::default()
+    };
+    run_call::<_, RunResponse>(&a.c, &format!("/v1/vms/{}/{kind}", a.id), &req).await
+}
+
+/// The buffered answer of a call: `exec`'s or the run endpoints'.
+trait CallAnswer: DeserializeOwned + Serialize {
+    fn exit_code(&self) -> i32;
+}
+
+impl CallAnswer for ExecResponse {
+    fn exit_code(&self) -> i32 {
+        self.exit_code
     }
-    run_call(&a.c, &format!("/v1/vms/{}/{kind}", a.id), &body).await
+}
+
+impl CallAnswer for RunResponse {
+    fn exit_code(&self) -> i32 {
+        self.exec.exit_code
+    }
 }
 
 /// Human mode streams output live and exits with the program's code; `--json` prints
-/// the buffered response.
-async fn run_call(c: &ClientArgs, path: &str, body: &Value) -> anyhow::Result<i32> {
+/// the buffered answer `A`.
+async fn run_call<B: Serialize, A: CallAnswer>(
+    c: &ClientArgs,
+    path: &str,
+    body: &B,
+) -> anyhow::Result<i32> {
     let client = Client::new(c)?;
     if c.json {
-        let r: Value = client.post(path, body).await?;
+        let r: A = client.post(path, body).await?;
         print_json(&r);
-        return Ok(r["exit_code"].as_i64().unwrap_or(1) as i32);
+        return Ok(r.exit_code());
     }
     let mut events = Box::pin(
         client
-            .post_ndjson(&format!("{path}?stream=true"), body)
+            .post_ndjson::<_, StreamLine>(&format!("{path}?stream=true"), body)
             .await?,
     );
-    while let Some(ev) = events.next().await {
-        let ev = ev?;
-        if let Some(out) = ev["stdout"].as_str() {
-            let mut o = std::io::stdout();
-            o.write_all(out.as_bytes())?;
-            o.flush()?;
-        } else if let Some(err) = ev["stderr"].as_str() {
-            eprint!("{err}");
-        } else if let Some(exit) = ev.get("exit") {
-            if exit["oom_killed"] == true {
-                eprintln!("hearth: {OOM_KILLED}");
+    while let Some(line) = events.next().await {
+        match line? {
+            StreamLine::Event(StreamEvent::Stdout(out)) => {
+                let mut o = std::io::stdout();
+                o.write_all(out.as_bytes())?;
+                o.flush()?;
             }
-            if exit["timed_out"] == true {
-                eprintln!("hearth: timed out");
+            StreamLine::Event(StreamEvent::Stderr(err)) => eprint!("{err}"),
+            StreamLine::Event(StreamEvent::Exit(exit)) => {
+                if exit.exec.oom_killed {
+                    eprintln!("hearth: {OOM_KILLED}");
+                }
+                if exit.exec.timed_out {
+                    eprintln!("hearth: timed out");
+                }
+                if let Some(r) = &exit.result {
+                    println!("{r}");
+                }
+                if let Some(e) = &exit.error {
+                    // An exception has a name and a message; `result.error(v)` may be any value.
+                    match serde_json::from_value::<ScriptError>(e.clone()) {
+                        Ok(x) => eprintln!("{}: {}", x.name, x.message),
+                        Err(_) => eprintln!("{e}"),
+                    }
+                }
+                return Ok(exit.exec.exit_code);
             }
-            if !exit["result"].is_null() {
-                println!("{}", exit["result"]);
-            }
-            if let Some(e) = exit.get("error").filter(|e| !e.is_null()) {
-                eprintln!("{}: {}", s(&e["name"]), s(&e["message"]));
-            }
-            return Ok(exit["exit_code"].as_i64().unwrap_or(1) as i32);
-        } else if let Some(e) = ev.get("error") {
-            bail!("{} ({})", s(&e["message"]), s(&e["code"]));
+            StreamLine::Failed(b) => bail!("{} ({})", b.error.message, b.error.code),
         }
     }
     bail!("the stream ended without an exit status")
@@ -506,42 +539,38 @@ async fn download(
     Ok(())
 }
 
-fn pairs(list: &[String]) -> anyhow::Result<serde_json::Map<String, Value>> {
+/// `KEY=VALUE` arguments as a map.
+pub fn pairs(list: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     list.iter()
         .map(|e| match e.split_once('=') {
-            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), json!(v))),
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
             _ => bail!("{e:?} is not KEY=VALUE"),
         })
         .collect()
 }
 
 /// One line from a VM's `network`: its address and what it may reach.
-fn network_line(n: &Value) -> String {
+fn network_line(n: &VmNetwork) -> String {
     format!(
         "outbound via {}, allow {}",
-        s(&n["address"]),
-        allow_text(&n["allow"])
+        or_dash(&n.address),
+        allow_text(&n.allow)
     )
 }
 
-fn allow_text(allow: &Value) -> String {
-    let list: Vec<&str> = allow
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    if list.is_empty() {
+fn allow_text(allow: &[String]) -> String {
+    if allow.is_empty() {
         "everything public (open)".into()
     } else {
-        list.join(", ")
+        allow.join(", ")
     }
 }
 
-fn s(v: &Value) -> &str {
-    v.as_str().unwrap_or("-")
+fn or_dash(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or("-")
 }
 
-fn print_json(v: &Value) {
+/// Prints any API value as pretty JSON (the `--json` output).
+pub fn print_json<T: Serialize>(v: &T) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }

@@ -132,12 +132,20 @@ async fn cwd_must_be_inside_the_workspace() {
         .exec(json!({"cmd": "./s.sh", "args": ["x"], "cwd": "sub"}))
         .await;
     assert_eq!(v["stdout"], "from script x\n", "{v}");
-    for bad in ["/etc", "../", "/workspace/../etc", "missing"] {
-        let (status, v) = a
+    for (bad, status, code) in [
+        ("/etc", 422, "invalid_request"),
+        ("../", 422, "invalid_request"),
+        ("/workspace/../etc", 422, "invalid_request"),
+        ("missing", 404, "not_found"),
+    ] {
+        let (s, v) = a
             .json("POST", "/exec", json!({"cmd": "pwd", "cwd": bad}))
             .await;
-        assert_eq!(status, 422, "{bad}: {v}");
-        assert_eq!(v["error"]["code"], "invalid");
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{bad}: {v}"
+        );
     }
 }
 

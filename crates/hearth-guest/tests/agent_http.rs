@@ -17,13 +17,16 @@ async fn health_and_error_statuses() {
 
     let (s, b) = a.request("POST", "/exec", "{not json").await;
     let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
-    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("bad_json")));
+    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("bad_request")));
     let (s, v) = a
         .json("POST", "/exec", json!({"cmd": "x", "bogus": 1}))
         .await;
     assert_eq!(s, 400, "unknown fields: {v}");
     let (s, v) = a.json("POST", "/exec", json!({"cmd": ""})).await;
-    assert_eq!((s, v["error"]["code"].as_str()), (422, Some("invalid")));
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (422, Some("invalid_request"))
+    );
     let (s, _) = a
         .json("POST", "/exec", json!({"cmd": "x", "timeout_ms": u64::MAX}))
         .await;

@@ -20,18 +20,30 @@ pub struct Health {
 
 /// `POST /exec`. Without `args`, `cmd` runs through `/bin/sh -c`; with `args` it is
 /// executed directly.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ExecRequest {
+    /// A shell command line (run by `/bin/sh -c`), or with `args` the program to run.
+    #[cfg_attr(feature = "schema", schema(min_length = 1, pattern = r"^[^\x00]+$"))]
     pub cmd: String,
+    /// Arguments; with them `cmd` is executed directly, without a shell.
+    #[cfg_attr(feature = "schema", schema(schema_with = crate::schema::opt_no_nul_list))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub args: Option<Vec<String>>,
+    /// Working directory: an existing directory in `/workspace` (default: `/workspace`).
+    #[cfg_attr(feature = "schema", schema(schema_with = crate::schema::opt_workspace_path))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
+    /// Environment on top of the VM's own.
+    #[cfg_attr(feature = "schema", schema(schema_with = crate::schema::env_map))]
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Fed to the program's standard input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdin: Option<String>,
+    /// Kill the program (its whole process group) after this long; default 60000.
+    #[cfg_attr(feature = "schema", schema(maximum = 3600000))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
 }
@@ -57,6 +69,7 @@ pub(crate) fn check_env_keys(env: &BTreeMap<String, String>) -> crate::Result<()
 }
 
 /// Outcome of a finished process: the body of `/exec`, and the base of every run response.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ExecResponse {
     /// Exit status; `128 + signal` when killed by a signal (so a timeout kill reads 137).
@@ -76,20 +89,30 @@ pub struct ExecResponse {
 
 /// `POST /run-ts`, `/run-js`, `/run-python`: exactly one of `code` and `path`
 /// (a file under `/workspace`).
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RunRequest {
+    /// The program's source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
+    /// A file in `/workspace` to run instead of `code`.
+    #[cfg_attr(feature = "schema", schema(schema_with = crate::schema::opt_workspace_path))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// Arguments the program sees.
+    #[cfg_attr(feature = "schema", schema(schema_with = crate::schema::no_nul_list))]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
     /// `KEY=VALUE` entries; for Deno these are also the only keys `--allow-env` grants.
+    #[cfg_attr(feature = "schema", schema(schema_with = crate::schema::env_entries))]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<String>,
+    /// Kill the program after this long; default 60000.
+    #[cfg_attr(feature = "schema", schema(maximum = 3600000))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Deno only: allow network access.
     #[serde(default)]
     pub allow_net: bool,
 }
@@ -127,6 +150,7 @@ pub(crate) fn check_timeout(t: Option<u64>) -> crate::Result<()> {
 }
 
 /// The shape of an uncaught exception in [`RunResponse::error`].
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ScriptError {
     pub name: String,
@@ -136,6 +160,7 @@ pub struct ScriptError {
 }
 
 /// Body of the run endpoints: the exec outcome plus what the script reported.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct RunResponse {
     #[serde(flatten)]
@@ -153,6 +178,7 @@ pub struct RunResponse {
 
 /// One line of an NDJSON stream (`?stream=true`): `{"stdout": "..."}`, `{"stderr": "..."}`,
 /// and finally `{"exit": {...}}`.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "snake_case")]
 pub enum StreamEvent {
@@ -171,6 +197,7 @@ pub struct FirewallRequest {
 }
 
 /// `POST /files/upload` result.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct UploadResponse {
     /// Directory the archive was extracted into, as seen in the guest.

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::ProtoError;
 
 /// Languages user code can be written in.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Language {

@@ -11,9 +11,11 @@ pub mod lang;
 pub mod net;
 pub mod paths;
 pub mod process;
+#[cfg(feature = "schema")]
+pub mod schema;
 
 pub use agent::*;
-pub use error::{ErrorBody, ErrorDetail, ProtoError, Result};
+pub use error::{ErrorBody, ErrorCode, ErrorDetail, ProtoError, Result};
 pub use files::*;
 pub use lang::Language;
 pub use net::GuestNet;

@@ -69,11 +69,8 @@ impl KeyCache {
     }
 }
 
-/// Creates a key, stores its hash and returns (id, key).
-pub async fn create_key(
-    state: &AppState,
-    name: &str,
-) -> Result<(crate::models::KeyRecord, String)> {
+/// Creates a key, stores its hash and returns its record and the key itself.
+pub async fn create_key(state: &AppState, name: &str) -> Result<(crate::models::Key, String)> {
     let key = new_key()?;
     let id = uuid::Uuid::new_v4().to_string();
     let rec = state
@@ -115,9 +112,13 @@ fn presented_key(req: &Request) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
 }
 
+/// The id of the key a request was let in with (a request extension).
+#[derive(Debug, Clone)]
+pub struct KeyId(pub String);
+
 pub async fn require_key(
     State(state): State<AppState>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> std::result::Result<Response, AppError> {
     let key = presented_key(&req).ok_or_else(|| {
@@ -125,9 +126,11 @@ pub async fn require_key(
             "missing API key: send `Authorization: Bearer KEY` or `X-API-Key: KEY`".into(),
         )
     })?;
-    if state.keys.check(key).is_none() {
-        return Err(AppError::Unauthorized("invalid API key".into()));
-    }
+    let id = state
+        .keys
+        .check(key)
+        .ok_or_else(|| AppError::Unauthorized("invalid API key".into()))?;
+    req.extensions_mut().insert(KeyId(id));
     Ok(next.run(req).await)
 }
 

@@ -18,6 +18,10 @@ pub struct Config {
     pub defaults: Defaults,
     pub vmm: VmmConfig,
     pub jobs: crate::jobs::JobsConfig,
+    /// Give VMs a network when they ask (`network.outbound: true`). `false` (or
+    /// `HEARTH_NETWORKING=false`) answers such requests with 422 and says so in
+    /// `/openapi.json`, for hosts that must never set VM networking up.
+    pub networking: bool,
     /// Built-in image registered from `KERNEL_PATH` + `BASE_ROOTFS_PATH`.
     pub kernel_path: Option<PathBuf>,
     pub base_rootfs_path: Option<PathBuf>,
@@ -68,6 +72,7 @@ impl Default for Config {
             defaults: Defaults::default(),
             vmm: VmmConfig::default(),
             jobs: Default::default(),
+            networking: true,
             kernel_path: None,
             base_rootfs_path: None,
         }
@@ -153,6 +158,7 @@ impl Config {
         env!("HEARTH_MAX_SCRIPT_BYTES", self.jobs.max_script_bytes);
         env!("HEARTH_MAX_JOB_LOG_BYTES", self.jobs.max_log_bytes);
         env!("HEARTH_JOB_TIMEOUT_S", self.jobs.default_timeout_s);
+        env!("HEARTH_NETWORKING", self.networking);
         if let Some(v) = get("KERNEL_PATH") {
             self.kernel_path = Some(v.into());
         }
@@ -188,6 +194,19 @@ impl Config {
             .vhost_vsock_bin
             .or_else(|| self.vmm.vhost_vsock_bin.clone());
         Ok(sel)
+    }
+
+    /// The limits requests are validated against; `net_configured` is whether
+    /// `HEARTH_NET_*` describes a usable network.
+    pub fn api_limits(&self, net_configured: bool) -> hearth_api::Limits {
+        hearth_api::Limits {
+            max_vcpus: self.limits.max_vcpus,
+            max_memory_mib: self.limits.max_memory_mib,
+            max_ttl_s: self.limits.max_ttl_s,
+            max_timeout_ms: self.limits.max_timeout_ms,
+            max_script_bytes: self.jobs.max_script_bytes,
+            networking: self.networking && net_configured,
+        }
     }
 
     pub fn images_dir(&self) -> PathBuf {

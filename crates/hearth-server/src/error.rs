@@ -1,11 +1,14 @@
 //! The one error type of the server. Every failure an HTTP caller can see becomes an
 //! [`AppError`], and its `IntoResponse` renders `hearth_proto::ErrorBody`, so clients only
 //! ever parse one error shape (axum's own rejections are mapped into it too).
+//!
+//! A 5xx answer carries a generic message: the details go to the log, under the request id
+//! that [`crate::routes::finish_response`] adds to the body and the `X-Request-Id` header.
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use hearth_proto::ErrorBody;
+use hearth_api::{ErrorBody, ErrorCode, ValidationError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -27,14 +30,15 @@ pub enum AppError {
     Unprocessable(String),
     #[error("{0}")]
     TooManyRequests(String),
-    /// A facility this request needs is missing on this host (e.g. VM networking).
-    #[error("{0}")]
-    Unavailable(String),
+    /// A facility this request needs is unavailable on this host: `what` is shown, the
+    /// reason only logged.
+    #[error("{what}: {detail}")]
+    Unavailable { what: &'static str, detail: String },
     /// The guest agent answered with an error of its own; its status and code are kept.
     #[error("agent: {message}")]
     Agent {
         status: u16,
-        code: String,
+        code: ErrorCode,
         message: String,
     },
     #[error("VMM: {0}")]
@@ -77,7 +81,7 @@ impl AppError {
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
-            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             // Agent 4xx are the caller's fault (bad path, rejected archive) and pass through;
             // anything else from the guest is a server-side failure.
             AppError::Agent { status, .. } if (400..500).contains(status) => {
@@ -96,25 +100,51 @@ impl AppError {
         }
     }
 
-    pub fn code(&self) -> String {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            AppError::BadRequest(_) => "bad_request",
-            AppError::Unauthorized(_) => "unauthorized",
-            AppError::NotFound(_) => "not_found",
-            AppError::Conflict(_) => "conflict",
-            AppError::PayloadTooLarge(_) => "payload_too_large",
-            AppError::Unprocessable(_) => "invalid_request",
-            AppError::TooManyRequests(_) => "too_many_requests",
-            AppError::Unavailable(_) => "unavailable",
-            AppError::Agent { code, .. } => return code.clone(),
-            AppError::AgentUnreachable(_) => "agent_unreachable",
+            AppError::BadRequest(_) => ErrorCode::BadRequest,
+            AppError::Unauthorized(_) => ErrorCode::Unauthorized,
+            AppError::NotFound(_) => ErrorCode::NotFound,
+            AppError::Conflict(_) => ErrorCode::Conflict,
+            AppError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            AppError::Unprocessable(_) => ErrorCode::InvalidRequest,
+            AppError::TooManyRequests(_) => ErrorCode::TooManyRequests,
+            AppError::Unavailable { .. } => ErrorCode::Unavailable,
+            // The public list of codes is the known one: an agent of another version may
+            // know more, which become the generic code of their status.
+            AppError::Agent { code, .. } if code.is_known() && self.status().is_client_error() => {
+                code.clone()
+            }
+            AppError::Agent { .. } => ErrorCode::for_status(self.status().as_u16()),
+            AppError::AgentUnreachable(_) => ErrorCode::AgentUnreachable,
             AppError::Vmm(hearth_vmm::Error::Transport(_))
-            | AppError::Vmm(hearth_vmm::Error::Handshake(_)) => "vm_unreachable",
-            AppError::Vmm(_) => "vmm_error",
-            _ => "internal",
+            | AppError::Vmm(hearth_vmm::Error::Handshake(_)) => ErrorCode::VmUnreachable,
+            AppError::Vmm(_) => ErrorCode::VmmError,
+            _ => ErrorCode::Internal,
         }
-        .to_string()
     }
+
+    /// What the caller is told: the full message for 4xx, a generic one for 5xx (the
+    /// details are logged, they may name host paths and internals).
+    pub fn public_message(&self) -> String {
+        match self {
+            e if !e.status().is_server_error() => e.to_string(),
+            AppError::Unavailable { what, .. } => what.to_string(),
+            AppError::Agent { .. } => "the VM's agent failed".into(),
+            AppError::AgentUnreachable(_) => "the VM's agent did not answer".into(),
+            AppError::Vmm(_) => "the VM monitor failed".into(),
+            _ => "internal error".into(),
+        }
+    }
+}
+
+/// What a 5xx answer says and what only the log may see; [`crate::routes::finish_response`]
+/// writes the body with the request id and logs `detail` under it.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub code: ErrorCode,
+    pub message: String,
+    pub detail: String,
 }
 
 /// Lets agent errors keep their status and code instead of all becoming 500s.
@@ -147,11 +177,27 @@ pub fn from_agent_call(e: hearth_vmm::Error, vm_alive: bool) -> AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let body = ErrorBody::new(self.code(), self.public_message());
+        let mut resp = (status, axum::Json(body)).into_response();
         if status.is_server_error() {
-            tracing::error!(error = %self, "request failed");
+            resp.extensions_mut().insert(Fault {
+                code: self.code(),
+                message: self.public_message(),
+                detail: self.to_string(),
+            });
         }
-        let body = ErrorBody::new(self.code(), self.to_string());
-        (status, axum::Json(body)).into_response()
+        resp
+    }
+}
+
+/// A broken rule of a request body: 422, or 413 for a size limit.
+impl From<ValidationError> for AppError {
+    fn from(e: ValidationError) -> Self {
+        if e.is_too_large() {
+            AppError::PayloadTooLarge(e.to_string())
+        } else {
+            AppError::Unprocessable(e.to_string())
+        }
     }
 }
 
@@ -179,12 +225,6 @@ impl From<QueryRejection> for AppError {
     }
 }
 
-impl From<hearth_proto::ProtoError> for AppError {
-    fn from(e: hearth_proto::ProtoError) -> Self {
-        AppError::Unprocessable(e.to_string())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,16 +235,37 @@ mod tests {
         assert_eq!(from_agent_call(t(), false).status(), StatusCode::CONFLICT);
         let up = from_agent_call(t(), true);
         assert_eq!(up.status(), StatusCode::BAD_GATEWAY);
-        assert_eq!(up.code(), "agent_unreachable");
+        assert_eq!(up.code(), ErrorCode::AgentUnreachable);
         let agent_404 = hearth_vmm::Error::Agent {
             status: 404,
-            code: "not_found".into(),
+            code: ErrorCode::NotFound,
             message: "no such file".into(),
         };
         let e = from_agent_call(agent_404, true);
         assert_eq!(
-            (e.status(), e.code().as_str()),
-            (StatusCode::NOT_FOUND, "not_found")
+            (e.status(), e.code()),
+            (StatusCode::NOT_FOUND, ErrorCode::NotFound)
         );
+    }
+
+    #[test]
+    fn server_errors_tell_the_caller_nothing_internal() {
+        let e = AppError::io(
+            "writing /var/lib/hearth/x",
+            std::io::Error::other("disk full"),
+        );
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(e.public_message(), "internal error");
+        assert!(
+            e.to_string().contains("disk full"),
+            "the log keeps the details"
+        );
+        let newer_agent = AppError::Agent {
+            status: 409,
+            code: ErrorCode::Other("file_busy".into()),
+            message: "busy".into(),
+        };
+        assert_eq!(newer_agent.code(), ErrorCode::Conflict);
+        assert_eq!(newer_agent.public_message(), "agent: busy");
     }
 }

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::error::{AppError, Result};
-use crate::models::{now_ms, ImageRecord};
+use crate::models::{Image, ImageSource, Timestamp};
 use crate::AppState;
 
 pub const KERNEL_FILE: &str = "vmlinux";
@@ -18,35 +18,23 @@ pub const ROOTFS_FILE: &str = "rootfs.ext4";
 /// Name the `KERNEL_PATH` + `BASE_ROOTFS_PATH` image is registered under.
 pub const BUILTIN_NAME: &str = "builtin";
 
-/// Image names become directory names: keep them boring.
+/// Image names become directory names: `hearth_api::images::check_name` keeps them boring.
 pub fn validate_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && !name.starts_with('.');
-    if ok {
-        Ok(())
-    } else {
-        Err(AppError::Unprocessable(format!(
-            "image name {name:?} must be 1-64 characters of [A-Za-z0-9._-], not starting with '.'"
-        )))
-    }
+    Ok(hearth_api::images::check_name(name)?)
 }
 
-fn new_record(name: &str, source: &str) -> ImageRecord {
-    ImageRecord {
+fn new_record(name: &str, source: ImageSource) -> Image {
+    Image {
         id: uuid::Uuid::new_v4().to_string(),
         name: name.to_string(),
         kernel_path: None,
         rootfs_path: None,
         kernel_sha256: None,
         rootfs_sha256: None,
-        source: source.to_string(),
+        source,
         is_default: false,
         ready: false,
-        created_at: now_ms(),
+        created_at: Timestamp::now(),
     }
 }
 
@@ -67,21 +55,26 @@ pub async fn register(state: &AppState, with_builtin: bool) -> Result<()> {
         .into_iter()
         .map(|i| i.name)
         .collect();
-    let mut found: Vec<(String, PathBuf, PathBuf, &str)> = Vec::new();
+    let mut found: Vec<(String, PathBuf, PathBuf, ImageSource)> = Vec::new();
     if let Ok(rd) = std::fs::read_dir(state.config.images_dir()) {
         for entry in rd.flatten() {
             let dir = entry.path();
             let (k, r) = (dir.join(KERNEL_FILE), dir.join(ROOTFS_FILE));
             if let Some(name) = dir.file_name().and_then(|n| n.to_str()) {
                 if k.is_file() && r.is_file() && validate_name(name).is_ok() {
-                    found.push((name.to_string(), k, r, "built"));
+                    found.push((name.to_string(), k, r, ImageSource::Built));
                 }
             }
         }
     }
     let builtin = (&state.config.kernel_path, &state.config.base_rootfs_path);
     if let (true, Some(k), Some(r)) = (with_builtin, builtin.0, builtin.1) {
-        found.push((BUILTIN_NAME.to_string(), k.clone(), r.clone(), "builtin"));
+        found.push((
+            BUILTIN_NAME.to_string(),
+            k.clone(),
+            r.clone(),
+            ImageSource::Builtin,
+        ));
     }
     for (name, k, r, source) in found {
         if known.contains(&name) {
@@ -91,7 +84,7 @@ pub async fn register(state: &AppState, with_builtin: bool) -> Result<()> {
         rec.kernel_path = Some(k.display().to_string());
         rec.rootfs_path = Some(r.display().to_string());
         state.store.insert_image(&rec).await?;
-        tracing::info!(image = %name, source, "registered image");
+        tracing::info!(image = %name, %source, "registered image");
     }
     if state.store.default_image().await?.is_none() {
         let images = state.store.list_images().await?;
@@ -107,7 +100,7 @@ pub async fn register(state: &AppState, with_builtin: bool) -> Result<()> {
     Ok(())
 }
 
-pub async fn create_image(state: &AppState, name: &str) -> Result<ImageRecord> {
+pub async fn create_image(state: &AppState, name: &str) -> Result<Image> {
     validate_name(name)?;
     let dir = state.config.images_dir().join(name);
     if dir.exists() {
@@ -116,7 +109,7 @@ pub async fn create_image(state: &AppState, name: &str) -> Result<ImageRecord> {
             dir.display()
         )));
     }
-    let rec = new_record(name, "api");
+    let rec = new_record(name, ImageSource::Api);
     state.store.insert_image(&rec).await?;
     std::fs::create_dir_all(&dir)
         .map_err(|e| AppError::io(format!("creating {}", dir.display()), e))?;
@@ -131,13 +124,13 @@ pub async fn put_file<S, E>(
     kind: &str,
     body: S,
     limit: usize,
-) -> Result<ImageRecord>
+) -> Result<Image>
 where
     S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
     let img = state.store.image(id).await?;
-    if img.source != "api" {
+    if img.source != ImageSource::Api {
         return Err(AppError::Conflict(format!(
             "image {} was not created through the API ({}); its files are not replaceable",
             img.name, img.source
@@ -197,6 +190,11 @@ where
             .await
             .map_err(|e| AppError::io(ctx(), e))?;
     }
+    if total == 0 {
+        return Err(AppError::Unprocessable(
+            "the body is empty: send the file".into(),
+        ));
+    }
     f.sync_all().await.map_err(|e| AppError::io(ctx(), e))?;
     Ok(hex::encode(hasher.finalize()))
 }
@@ -214,7 +212,7 @@ pub async fn delete_image(state: &AppState, id: &str) -> Result<()> {
         )));
     }
     state.store.delete_image(&img.id).await?;
-    if img.source != "builtin" {
+    if img.source != ImageSource::Builtin {
         let dir = state.config.images_dir().join(&img.name);
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             if e.kind() != std::io::ErrorKind::NotFound {

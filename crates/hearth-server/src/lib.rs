@@ -1,6 +1,7 @@
-//! `hearth serve`: the manager. HTTP handlers only parse and validate into calls on
-//! [`vms`], [`images`] and [`auth`]; every change to a VM goes through that VM's owner
-//! task ([`owner`]), and the store is written before anything is acted on.
+//! `hearth serve`: the manager. HTTP handlers ([`routes`]) only parse and validate into
+//! `hearth-api` types and call [`vms`], [`images`], [`jobs`] and [`auth`]; every change to
+//! a VM goes through that VM's owner task ([`owner`]), and the store ([`store`], all the
+//! SQL) is written before anything is acted on.
 //!
 //! # Running VMs across a server stop
 //! A graceful stop (SIGTERM, Ctrl-C) **leaves VMs running**: their processes live in their
@@ -27,6 +28,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
+use axum::http::header;
 use axum::Router;
 use tokio::sync::{Mutex, OnceCell, Semaphore};
 
@@ -56,6 +58,8 @@ pub struct Inner {
     pub jobs: jobs::JobRuntime,
     /// VM networking from `HEARTH_NET_*`; probed on the first request that wants a NIC.
     pub net: network::NetRuntime,
+    /// What requests are validated against (and what `/openapi.json` shows).
+    pub api_limits: hearth_api::Limits,
 }
 
 impl std::ops::Deref for AppState {
@@ -79,6 +83,8 @@ impl AppState {
         let store = store::Store::open(&config.db_path()).await?;
         let keys = auth::KeyCache::default();
         keys.reload(&store).await?;
+        let net = network::NetRuntime::from_env();
+        let api_limits = config.api_limits(net.is_configured());
         Ok(AppState {
             inner: Arc::new(Inner {
                 boots: Arc::new(Semaphore::new(config.limits.max_concurrent_boots as usize)),
@@ -90,7 +96,8 @@ impl AppState {
                 create_lock: Mutex::new(()),
                 metrics: Default::default(),
                 jobs: Default::default(),
-                net: network::NetRuntime::from_env(),
+                net,
+                api_limits,
             }),
         })
     }
@@ -111,14 +118,19 @@ impl AppState {
 
 /// The whole HTTP surface. Tests call it in-process with `tower::ServiceExt::oneshot`.
 pub fn app(state: AppState) -> Router {
-    let (router, openapi) = routes::api_router(&state).split_for_parts();
-    let openapi = Arc::new(openapi);
+    let doc = routes::openapi::document(&state.api_limits);
+    let doc = bytes::Bytes::from(serde_json::to_vec(&doc).expect("the document serialises"));
+    let protected = routes::protected().route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_key,
+    ));
+    let (router, _) = routes::public().merge(protected).split_for_parts();
     router
         .route(
             "/openapi.json",
             axum::routing::get(move || {
-                let doc = openapi.clone();
-                async move { axum::Json(doc.as_ref().clone()) }
+                let doc = doc.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], doc) }
             }),
         )
         .merge(ui::routes())
@@ -129,7 +141,7 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             metrics::count_requests,
         ))
-        .layer(axum::middleware::map_response(routes::ensure_error_shape))
+        .layer(axum::middleware::from_fn(routes::finish_response))
         .with_state(state)
 }
 

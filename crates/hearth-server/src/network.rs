@@ -10,17 +10,14 @@
 //!   failed or deleted), so a block is never handed out while its interfaces still exist.
 //! - `hearth-net` calls run `ip`/`nft` and block: they go through `spawn_blocking`.
 
-use hearth_net::{Destination, NetAttachmentInfo, NetError, NetRequest, Network, Subnet};
+use hearth_api::network::FirewallView;
+use hearth_net::{Destination, NetAttachmentInfo, NetError, Network, Subnet};
 use hearth_proto::FirewallRequest;
 use hearth_vmm::VmHandle;
-use serde::Serialize;
-use sqlx::Row;
 use tokio::sync::OnceCell;
-use utoipa::ToSchema;
 
 use crate::error::{from_agent_call, AppError, Result};
-use crate::models::{now_ms, NetworkSpec, VmNetwork, VmRecord, VmState};
-use crate::store::{json_list, Store};
+use crate::models::{net_request, NetworkSpec, VmNetwork, VmRecord, VmState};
 use crate::AppState;
 
 pub struct NetRuntime {
@@ -47,9 +44,15 @@ impl NetRuntime {
 
     /// The network as configured (no probe): for teardown, rules and reconciliation.
     pub fn configured(&self) -> Result<&Network> {
-        self.net
-            .as_ref()
-            .map_err(|e| AppError::Unavailable(format!("VM networking is not configured: {e}")))
+        self.net.as_ref().map_err(|e| AppError::Unavailable {
+            what: "VM networking is not configured on this host",
+            detail: e.clone(),
+        })
+    }
+
+    /// Whether `HEARTH_NET_*` describes a usable network (no probe).
+    pub fn is_configured(&self) -> bool {
+        self.net.is_ok()
     }
 
     /// The network, once this host has shown it can set VM networking up (503 if not).
@@ -64,10 +67,10 @@ impl NetRuntime {
                 if p.ok() {
                     Ok(())
                 } else {
-                    Err(AppError::Unavailable(format!(
-                        "VM networking cannot be set up on this host: {}",
-                        p.summary()
-                    )))
+                    Err(AppError::Unavailable {
+                        what: "VM networking cannot be set up on this host",
+                        detail: p.summary(),
+                    })
                 }
             })
             .await?;
@@ -85,20 +88,13 @@ impl From<NetError> for AppError {
             | NetError::Resolve { .. }
             | NetError::NoIpv4(_)
             | NetError::BadVmId(_) => AppError::Unprocessable(e.to_string()),
-            NetError::PoolExhausted(_) => AppError::Unavailable(e.to_string()),
+            NetError::PoolExhausted(_) => AppError::Unavailable {
+                what: "the pool of VM addresses is exhausted",
+                detail: e.to_string(),
+            },
             NetError::AddressInUse(..) => AppError::Conflict(e.to_string()),
             e => AppError::Internal(format!("VM networking: {e}")),
         }
-    }
-}
-
-/// The UNIQUE index on `net_subnet` is the last wall against two VMs with one address.
-pub(crate) fn subnet_taken(e: sqlx::Error) -> AppError {
-    match &e {
-        sqlx::Error::Database(d) if d.is_unique_violation() => {
-            AppError::Conflict("that address block is already taken by another VM".into())
-        }
-        _ => AppError::Db(e),
     }
 }
 
@@ -111,9 +107,10 @@ async fn blocking<T: Send + 'static>(
         .map_err(AppError::from)
 }
 
-/// Parses every entry without touching the host (job submission uses this alone).
+/// Parses every entry without touching the host (job submission uses this alone). The
+/// rest of a `network` field is checked by its `Validate` (`hearth-api`).
 pub fn check_syntax(spec: &NetworkSpec) -> Result<()> {
-    NetRequest::from(spec).entries()?;
+    net_request(spec).entries()?;
     Ok(())
 }
 
@@ -129,7 +126,7 @@ pub async fn check_request(
         return Ok(None);
     }
     let net = state.net.available().await?.clone();
-    let req = NetRequest::from(spec);
+    let req = net_request(spec);
     blocking(move || net.resolve(&req)).await?;
     Ok(Some(spec.clone()))
 }
@@ -151,7 +148,11 @@ fn subnet_of(vm: &VmRecord) -> Result<Subnet> {
 pub async fn setup(state: &AppState, vm: &VmRecord, n: &VmNetwork) -> Result<NetAttachmentInfo> {
     let net = state.net.available().await?.clone();
     let subnet = subnet_of(vm)?;
-    let (id, req) = (vm.id.clone(), NetRequest::from(&n.spec()));
+    let spec = NetworkSpec {
+        outbound: true,
+        allow: n.allow.clone(),
+    };
+    let (id, req) = (vm.id.clone(), net_request(&spec));
     let started = std::time::Instant::now();
     let info = blocking(move || net.setup(&id, subnet, &req)).await?;
     let setup_ms = started.elapsed().as_millis() as u64;
@@ -219,26 +220,13 @@ pub async fn update_allowlist(
     }
     check_syntax(spec)?;
     let net = state.net.configured()?.clone();
-    let (id, subnet, req) = (vm.id.clone(), subnet_of(vm)?, NetRequest::from(spec));
+    let (id, subnet, req) = (vm.id.clone(), subnet_of(vm)?, net_request(spec));
     let dests = blocking(move || net.update_allowlist(&id, subnet, &req)).await?;
     state.store.set_net_allow(&vm.id, &spec.allow).await?;
     guest_rules(state, h, &dests).await
 }
 
-/// `GET /v1/vms/{id}/firewall`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct FirewallView {
-    pub outbound: bool,
-    /// The allowlist as stored (empty = every public destination).
-    pub allow: Vec<String>,
-    pub address: Option<String>,
-    /// Resolver the guest uses; always reachable on port 53.
-    pub dns: Option<String>,
-    /// The host-side nftables table of the VM as `nft list` prints it; `null` while the
-    /// VM is not running (it has no host network then).
-    pub rules: Option<String>,
-}
-
+/// `GET /v1/vms/{id}/firewall`: the stored list and, while the VM runs, its host rules.
 pub async fn firewall_view(state: &AppState, vm: &VmRecord) -> Result<FirewallView> {
     let Some(n) = &vm.network else {
         return Ok(FirewallView {
@@ -288,55 +276,5 @@ pub async fn reconcile(state: &AppState, running: Vec<String>) {
         }
         // Not root, no `ip`/`nft`: nothing of ours can exist then either.
         Err(e) => tracing::warn!(error = %e, "VM network reconciliation skipped"),
-    }
-}
-
-impl Store {
-    /// Every block held by a row, dead VMs included until their network is gone.
-    pub async fn used_subnets(&self) -> Result<Vec<Subnet>> {
-        let rows = sqlx::query("SELECT net_subnet FROM vms WHERE net_subnet IS NOT NULL")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| r.get::<String, _>(0).parse().ok())
-            .collect())
-    }
-
-    /// Frees the VM's block if it is failed or deleted (a stopped VM keeps it).
-    pub async fn release_subnet(&self, id: &str) -> Result<()> {
-        sqlx::query(
-            "UPDATE vms SET net_subnet = NULL, updated_at = ? WHERE id = ? AND state IN (?, ?)",
-        )
-        .bind(now_ms())
-        .bind(id)
-        .bind(VmState::Failed.as_str())
-        .bind(VmState::Deleted.as_str())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn release_dead_subnets(&self) -> Result<()> {
-        sqlx::query(
-            "UPDATE vms SET net_subnet = NULL, updated_at = ? \
-             WHERE net_subnet IS NOT NULL AND state IN (?, ?)",
-        )
-        .bind(now_ms())
-        .bind(VmState::Failed.as_str())
-        .bind(VmState::Deleted.as_str())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn set_net_allow(&self, id: &str, allow: &[String]) -> Result<()> {
-        sqlx::query("UPDATE vms SET net_allow = ?, updated_at = ? WHERE id = ?")
-            .bind(json_list(allow))
-            .bind(now_ms())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
     }
 }

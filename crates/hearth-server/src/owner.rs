@@ -12,7 +12,7 @@ use hearth_vmm::{VmHandle, VmSpec};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{AppError, Result};
-use crate::models::{now_ms, NetworkSpec, VmRecord, VmState};
+use crate::models::{now_ms, Image, ImageSource, NetworkSpec, VmRecord, VmState};
 use crate::{network, AppState};
 
 pub type OwnerTx = mpsc::Sender<Cmd>;
@@ -92,7 +92,7 @@ impl Owner {
             let ttl = async {
                 match expires_at {
                     Some(at) => {
-                        let left = (at - now_ms()).max(0) as u64;
+                        let left = (at.ms() - now_ms()).max(0) as u64;
                         tokio::time::sleep(Duration::from_millis(left)).await
                     }
                     None => std::future::pending().await,
@@ -241,7 +241,8 @@ impl Owner {
         overlay: Option<std::path::PathBuf>,
     ) -> Result<()> {
         let image = self.state.store.image(&vm.image_id).await?;
-        let (Some(kernel), Some(rootfs)) = (image.kernel_path, image.rootfs_path) else {
+        let (Some(kernel), Some(rootfs)) = (image.kernel_path.clone(), image.rootfs_path.clone())
+        else {
             return Err(AppError::Conflict(format!(
                 "image {} has no kernel or rootfs yet",
                 image.name
@@ -267,10 +268,11 @@ impl Owner {
         };
         let vmm = self.state.vmm().await?;
         let started = Instant::now();
-        let handle = vmm.start(&spec).await?;
+        let blame = |e| boot_failure(&self.id, &image, e);
+        let handle = vmm.start(&spec).await.map_err(blame)?;
         self.handle = Some(handle.clone());
         let timeout = Duration::from_secs(self.state.config.defaults.boot_timeout_s);
-        handle.wait_agent(timeout).await?;
+        handle.wait_agent(timeout).await.map_err(blame)?;
         if let Some(info) = net.filter(|i| !i.allow.is_empty()) {
             network::guest_rules(&self.state, &handle, &info.allow).await?;
         }
@@ -365,6 +367,24 @@ pub fn boot_permit(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit
             state.config.limits.max_concurrent_boots
         ))
     })
+}
+
+/// Who a failed boot is on. A guest that dies or never answers is ours to explain (500)
+/// with an image we built; with one uploaded through the API its kernel or rootfs may be
+/// anything, so the caller hears which image and where to look (409: the image is not in
+/// a state to boot), and the log keeps the VMM's own words.
+fn boot_failure(vm: &str, image: &Image, e: hearth_vmm::Error) -> AppError {
+    use hearth_vmm::Error as E;
+    let guest = matches!(e, E::Spawn(_) | E::VmDied { .. } | E::AgentTimeout(..));
+    if !(guest && image.source == ImageSource::Api) {
+        return AppError::Vmm(e);
+    }
+    tracing::warn!(vm, image = %image.name, error = %e, "VM did not boot from an uploaded image");
+    AppError::Conflict(format!(
+        "VM {vm} did not boot from image {}, which was uploaded through the API: check its \
+         kernel and rootfs (GET /v1/vms/{vm}/logs shows the console)",
+        image.name
+    ))
 }
 
 /// Kills the processes named in the VM's metadata (if any) and removes its state dir.

@@ -1,61 +1,35 @@
-//! VM operations shared by the HTTP routes and (later) the job workers. These are the
-//! internal entry points: [`create_vm`] (validate, insert with an address block when
-//! networked, boot, wait for the agent) and
-//! [`destroy_vm`]; [`running_handle`] gives a running VM's handle for agent calls.
+//! VM operations shared by the HTTP routes and the job workers. These are the internal
+//! entry points: [`create_vm`] (validate, insert with an address block when networked,
+//! boot, wait for the agent) and [`destroy_vm`]; [`running_handle`] gives a running VM's
+//! handle for agent calls.
 
+use hearth_api::vms::CreateVm;
+use hearth_api::Validate;
 use hearth_vmm::VmHandle;
 
 use crate::error::{AppError, Result};
-use crate::models::{now_ms, CreateVmRequest, VmNetwork, VmRecord, VmState};
+use crate::models::{now_ms, vm_network, Timestamp, Vm, VmRecord, VmState};
 use crate::owner::{self, Cmd};
 use crate::AppState;
 
 /// Validates `req` against the limits, records the VM as `creating`, boots it and
 /// returns once its agent answers (state `running`). On a failed boot the VM is left
 /// `failed` (files cleaned) and the error returned.
-pub async fn create_vm(state: &AppState, req: CreateVmRequest) -> Result<VmRecord> {
+pub async fn create_vm(state: &AppState, req: CreateVm) -> Result<VmRecord> {
+    // The route validated already; job workers come here directly.
+    req.validate(&state.api_limits)?;
     let limits = &state.config.limits;
     let defaults = &state.config.defaults;
-    let vcpus = req.vcpus.unwrap_or(defaults.vcpus);
-    if vcpus == 0 || vcpus > limits.max_vcpus {
-        return Err(AppError::Unprocessable(format!(
-            "vcpus {vcpus} is outside 1..={} (limit max_vcpus)",
-            limits.max_vcpus
-        )));
-    }
-    let memory_mib = req.memory_mib.unwrap_or(defaults.memory_mib);
-    if !(128..=limits.max_memory_mib).contains(&memory_mib) {
-        return Err(AppError::Unprocessable(format!(
-            "memory_mib {memory_mib} is outside 128..={} (limit max_memory_mib)",
-            limits.max_memory_mib
-        )));
-    }
-    if let Some(ttl) = req.ttl_s {
-        if ttl == 0 || ttl > limits.max_ttl_s {
-            return Err(AppError::Unprocessable(format!(
-                "ttl_s {ttl} is outside 1..={} (limit max_ttl_s)",
-                limits.max_ttl_s
-            )));
-        }
-    }
-    for k in req.env.keys() {
-        if k.is_empty() || k.contains('=') || k.contains('\0') {
-            return Err(AppError::Unprocessable(format!("invalid env name {k:?}")));
-        }
-    }
     if let Some(n) = &req.network {
         crate::network::check_syntax(n)?;
     }
     let image = match &req.image {
-        Some(name) => state.store.image(name).await.map_err(|e| match e {
-            AppError::NotFound(m) => AppError::Unprocessable(m),
-            e => e,
-        })?,
+        Some(name) => state.store.image(name).await?,
         None => state.store.default_image().await?.ok_or_else(|| {
             AppError::Conflict("no default image: build one or register one first".into())
         })?,
     };
-    if !(image.kernel_path.is_some() && image.rootfs_path.is_some()) {
+    if !image.ready {
         return Err(AppError::Conflict(format!(
             "image {} has no kernel or rootfs yet",
             image.name
@@ -66,23 +40,27 @@ pub async fn create_vm(state: &AppState, req: CreateVmRequest) -> Result<VmRecor
     let permit = owner::boot_permit(state)?;
     let created_at = now_ms();
     let mut vm = VmRecord {
-        id: uuid::Uuid::new_v4().to_string(),
-        state: VmState::Creating,
-        image: image.name.clone(),
         image_id: image.id.clone(),
-        vcpus,
-        memory_mib,
-        vmm: None,
-        accel: None,
-        created_at,
-        ready_at: None,
-        boot_ms: None,
-        ttl_s: req.ttl_s.map(|t| t as i64),
-        expires_at: req.ttl_s.map(|t| created_at + (t as i64) * 1000),
-        metadata: req.metadata,
         env: req.env,
-        error: None,
-        network: network.map(|n| VmNetwork::new(n.allow, None)),
+        vm: Vm {
+            id: uuid::Uuid::new_v4().to_string(),
+            state: VmState::Creating,
+            image: image.name.clone(),
+            vcpus: req.vcpus.unwrap_or(defaults.vcpus),
+            memory_mib: req.memory_mib.unwrap_or(defaults.memory_mib),
+            vmm: None,
+            accel: None,
+            created_at: Timestamp::from_ms(created_at),
+            ready_at: None,
+            boot_ms: None,
+            ttl_s: req.ttl_s.map(|t| t as i64),
+            expires_at: req
+                .ttl_s
+                .map(|t| Timestamp::from_ms(created_at + (t as i64) * 1000)),
+            metadata: req.metadata,
+            error: None,
+            network: network.map(|n| vm_network(n.allow, None)),
+        },
     };
     {
         // Count and insert under one lock so parallel creates cannot overshoot max_vms
@@ -97,7 +75,7 @@ pub async fn create_vm(state: &AppState, req: CreateVmRequest) -> Result<VmRecor
         }
         if let Some(n) = &vm.network {
             let subnet = crate::network::allocate(state).await?;
-            vm.network = Some(VmNetwork::new(n.allow.clone(), Some(subnet)));
+            vm.network = Some(vm_network(n.allow.clone(), Some(subnet)));
         }
         state.store.insert_vm(&vm).await?;
     }

@@ -193,10 +193,12 @@ async fn create_vm_limits_are_named() {
         .call("POST", "/v1/vms", Some(json!({"env": {"A=B": "x"}})))
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    // A named image that does not exist is a missing resource.
     let (s, v) = e
         .call("POST", "/v1/vms", Some(json!({"image": "missing"})))
         .await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    assert_error(&v, "not_found");
     // Two live VMs fill max_vms = 2.
     e.vm_row(VmState::Running, &img).await;
     e.vm_row(VmState::Stopped, &img).await;

@@ -6,6 +6,7 @@ mod support;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use hearth_api::jobs::LogStream;
 use hearth_server::jobs::logs::{log_path, LogWriter};
 use hearth_server::{app, Config};
 use http_body_util::BodyExt;
@@ -36,9 +37,9 @@ impl Env {
     }
 
     async fn upload(&self, name: &str, body: &'static str) -> String {
-        let (s, v) = self
-            .raw("POST", &format!("/v1/scripts?name={name}"), body)
-            .await;
+        let lang = hearth_api::Language::from_file_name(name).unwrap();
+        let uri = format!("/v1/scripts?name={name}&language={lang}");
+        let (s, v) = self.raw("POST", &uri, body).await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
         v["id"].as_str().unwrap().to_string()
     }
@@ -69,7 +70,11 @@ fn assert_error(s: StatusCode, body: &Value, want: StatusCode, code: &str) {
 async fn scripts_upload_raw_and_multipart_list_show_delete() {
     let e = env().await;
     let (s, v) = e
-        .raw("POST", "/v1/scripts?name=hello.py", "print('hi')\n")
+        .raw(
+            "POST",
+            "/v1/scripts?name=hello.py&language=python",
+            "print('hi')\n",
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v["name"], "hello.py");
@@ -79,14 +84,14 @@ async fn scripts_upload_raw_and_multipart_list_show_delete() {
     assert!(v["created_at"].as_str().unwrap().ends_with('Z'));
     let py = v["id"].as_str().unwrap().to_string();
 
-    // Multipart: the part's file name names the script.
+    // Multipart: the part's file name names the script (the language is always named).
     let b = "XBOUNDARYX";
     let form = format!(
         "--{b}\r\nContent-Disposition: form-data; name=\"script\"; filename=\"run.sh\"\r\n\
          Content-Type: application/octet-stream\r\n\r\necho hi\n\r\n--{b}--\r\n"
     );
     let req = e
-        .req("POST", "/v1/scripts")
+        .req("POST", "/v1/scripts?language=sh")
         .header("content-type", format!("multipart/form-data; boundary={b}"))
         .body(Body::from(form))
         .unwrap();
@@ -98,7 +103,7 @@ async fn scripts_upload_raw_and_multipart_list_show_delete() {
     );
     assert_eq!(v["size"], 8);
 
-    // ?language= overrides the extension.
+    // The name need not have an extension: the language is named.
     let (s, v) = e
         .raw(
             "POST",
@@ -124,28 +129,35 @@ async fn scripts_upload_raw_and_multipart_list_show_delete() {
 #[tokio::test]
 async fn bad_uploads_are_clear_4xx() {
     let e = env_with(|c| c.jobs.max_script_bytes = 64).await;
+    // The language is named, never guessed by the server; a name is one file name.
     let (s, v) = e.raw("POST", "/v1/scripts?name=x.rb", "puts 1").await;
-    assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
-    assert!(v["error"]["message"].as_str().unwrap().contains("x.rb"));
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "bad_request");
+    assert!(v["error"]["message"].as_str().unwrap().contains("language"));
     let (s, v) = e
         .raw("POST", "/v1/scripts?name=x.py&language=cobol", "1")
         .await;
-    assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
-    let (s, v) = e.raw("POST", "/v1/scripts?name=x.py", "").await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "bad_request");
+    let (s, v) = e
+        .raw("POST", "/v1/scripts?name=x.py&language=python", "")
+        .await;
     assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
     let (s, v) = e.raw("POST", "/v1/scripts", "echo").await;
-    assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
-    let (s, v) = e.raw("POST", "/v1/scripts?name=a%2Fb.sh", "echo").await;
-    assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "bad_request");
+    let (s, v) = e
+        .raw("POST", "/v1/scripts?name=a%2Fb.sh&language=sh", "echo")
+        .await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "bad_request");
     let big: &'static str = Box::leak("#".repeat(65).into_boxed_str());
-    let (s, v) = e.raw("POST", "/v1/scripts?name=x.sh", big).await;
+    let (s, v) = e
+        .raw("POST", "/v1/scripts?name=x.sh&language=sh", big)
+        .await;
     assert_error(s, &v, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
     // Chunked (no Content-Length): counted while reading.
     let stream = futures::stream::iter(
         (0..3).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from_static(&[b'#'; 30]))),
     );
     let req = e
-        .req("POST", "/v1/scripts?name=x.sh")
+        .req("POST", "/v1/scripts?name=x.sh&language=sh")
         .body(Body::from_stream(stream))
         .unwrap();
     let (s, v, _) = e.send_full(req).await;
@@ -342,7 +354,7 @@ async fn concurrent_claims_never_share_a_job() {
         tasks.push(tokio::spawn(async move {
             let mut got = vec![];
             while let Some(j) = store.claim_job(&format!("w{w}")).await.unwrap() {
-                got.push(j.id);
+                got.push(j.job.id);
             }
             got
         }));
@@ -410,9 +422,9 @@ async fn logs_interleave_filter_and_follow_ends_with_the_job() {
     assert_eq!((s, text.as_str()), (StatusCode::OK, ""));
     let path = log_path(&e.state.config.data_dir, &id);
     let mut w = LogWriter::open(&path, 1 << 20).await.unwrap();
-    w.chunk("stdout", "one\n".into()).await.unwrap();
-    w.chunk("stderr", "two\n".into()).await.unwrap();
-    w.chunk("stdout", "three\n".into()).await.unwrap();
+    w.chunk(LogStream::Stdout, "one\n".into()).await.unwrap();
+    w.chunk(LogStream::Stderr, "two\n".into()).await.unwrap();
+    w.chunk(LogStream::Stdout, "three\n".into()).await.unwrap();
     for (q, want) in [
         ("", "one\ntwo\nthree\n"),
         ("?stream=stdout", "one\nthree\n"),
@@ -449,7 +461,7 @@ async fn logs_interleave_filter_and_follow_ends_with_the_job() {
         !reader.is_finished(),
         "follow ended while the job was queued"
     );
-    w.chunk("stdout", "four\n".into()).await.unwrap();
+    w.chunk(LogStream::Stdout, "four\n".into()).await.unwrap();
     e.call("POST", &format!("/v1/jobs/{id}/cancel"), None).await;
     let body = tokio::time::timeout(std::time::Duration::from_secs(10), reader)
         .await

@@ -6,7 +6,7 @@ mod support;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use hearth_server::models::{VmNetwork, VmRecord, VmState};
+use hearth_server::models::{vm_network, VmRecord, VmState};
 
 use serde_json::json;
 use support::inproc::env;
@@ -64,13 +64,12 @@ async fn bad_network_requests_name_the_entry() {
 }
 
 fn row(subnet: Option<&str>) -> VmRecord {
-    VmRecord {
-        network: Some(VmNetwork::new(
-            vec!["1.2.3.4:80".into()],
-            subnet.map(String::from),
-        )),
-        ..support::inproc::vm_record(VmState::Running, "img")
-    }
+    let mut vm = support::inproc::vm_record(VmState::Running, "img");
+    vm.network = Some(vm_network(
+        vec!["1.2.3.4:80".into()],
+        subnet.map(String::from),
+    ));
+    vm
 }
 
 #[tokio::test]
@@ -89,7 +88,7 @@ async fn one_address_block_per_vm_and_freed_when_dead() {
     st.store.insert_vm(&row(None)).await.unwrap();
 
     let got = st.store.vm(&a.id).await.unwrap();
-    let n = got.network.unwrap();
+    let n = got.vm.network.unwrap();
     assert_eq!(n.allow, ["1.2.3.4:80"]);
     assert_eq!(n.address.as_deref(), Some("172.30.0.2"));
 
@@ -125,6 +124,6 @@ async fn openapi_documents_the_network_fields_and_routes() {
     assert!(paths["/v1/vms/{id}/firewall/allowlist"]
         .get("post")
         .is_some());
-    let create = doc["components"]["schemas"]["CreateVmRequest"].to_string();
+    let create = doc["components"]["schemas"]["CreateVm"].to_string();
     assert!(create.contains("network"), "{create}");
 }

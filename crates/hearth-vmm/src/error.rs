@@ -40,7 +40,7 @@ pub enum Error {
     #[error("agent returned {status}: {code}: {message}")]
     Agent {
         status: u16,
-        code: String,
+        code: hearth_proto::ErrorCode,
         message: String,
     },
     #[error("agent transport: {0}")]

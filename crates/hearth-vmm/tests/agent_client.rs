@@ -52,7 +52,7 @@ async fn the_client_speaks_every_endpoint_it_wraps() {
     match agent.exec(&ExecRequest::default()).await {
         Err(Error::Agent { status, code, .. }) => {
             assert!((400..500).contains(&status), "{status}");
-            assert!(!code.is_empty());
+            assert_eq!(code, hearth_proto::ErrorCode::InvalidRequest);
         }
         other => panic!("expected an agent error, got {other:?}"),
     }

@@ -1,4 +1,4 @@
-use hearth_proto::ErrorBody;
+use hearth_proto::{ErrorBody, ErrorCode};
 
 use crate::archive::ArchiveError;
 use crate::jail::JailError;
@@ -55,19 +55,20 @@ impl AgentError {
         }
     }
 
+    /// The shared codes of `hearth_proto::ErrorCode`: a request the server would call
+    /// `invalid_request` is `invalid_request` here too.
     pub fn body(&self) -> ErrorBody {
         let code = match self {
-            Self::BadRequest(_) => "bad_request",
-            Self::BadJson(_) => "bad_json",
-            Self::Invalid(_) | Self::Proto(_) => "invalid",
-            Self::NotFound(_) => "not_found",
-            Self::MethodNotAllowed { .. } => "method_not_allowed",
-            Self::TooLarge(_) => "payload_too_large",
+            Self::BadRequest(_) | Self::BadJson(_) => ErrorCode::BadRequest,
+            Self::Invalid(_) | Self::Proto(_) => ErrorCode::InvalidRequest,
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
+            Self::TooLarge(_) => ErrorCode::PayloadTooLarge,
             Self::Archive(e) => e.code(),
-            Self::Helper { code, .. } => code,
+            Self::Helper { code, .. } => ErrorCode::from(code.as_str()),
             Self::Fs(e) => e.code(),
-            Self::Conflict(_) => "conflict",
-            Self::Jail(_) | Self::Internal(_) => "internal",
+            Self::Conflict(_) => ErrorCode::Conflict,
+            Self::Jail(_) | Self::Internal(_) => ErrorCode::Internal,
         };
         let message = match self {
             Self::Helper { message, .. } => message.clone(),

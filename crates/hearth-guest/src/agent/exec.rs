@@ -69,8 +69,9 @@ pub fn timeout(ms: Option<u64>) -> Duration {
 
 /// A working directory inside `/workspace` (default: the workspace itself), as the jail
 /// sees it. Checked to be a directory, by a uid-1000 thread resolving beneath the
-/// workspace (see [`crate::workspace`]), so that a typo is a clear 422, not a failed
-/// exec, and the root agent never follows a path the user controls.
+/// workspace (see [`crate::workspace`]), so that a typo is a clear 4xx (404 when missing,
+/// as the run endpoints answer a missing `path`), not a failed exec, and the root agent
+/// never follows a path the user controls.
 pub async fn resolve_cwd(state: &State, cwd: Option<&str>) -> Result<String> {
     // The workspace itself always exists: no check on the hot path of a plain exec.
     let Some(c) = cwd else {
@@ -83,11 +84,7 @@ pub async fn resolve_cwd(state: &State, cwd: Option<&str>) -> Result<String> {
         .users
         .run(move || workspace.open_at(&p, OFlags::PATH | OFlags::DIRECTORY))
         .await;
-    if let Err(e) = found {
-        return Err(AgentError::Invalid(format!(
-            "cwd {inside} is not a directory in the workspace: {e}"
-        )));
-    }
+    found.map_err(AgentError::Fs)?;
     Ok(inside)
 }
 

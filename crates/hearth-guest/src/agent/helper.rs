@@ -31,7 +31,7 @@ impl From<&ArchiveError> for HelperReply {
     fn from(e: &ArchiveError) -> Self {
         HelperReply::Err {
             status: e.status(),
-            code: e.code().into(),
+            code: e.code().to_string(),
             message: e.to_string(),
         }
     }

@@ -1,3 +1,5 @@
+use hearth_proto::ErrorCode;
+
 use super::PathError;
 
 /// Why an archive was rejected or could not be produced.
@@ -43,7 +45,9 @@ impl ArchiveError {
     pub fn status(&self) -> u16 {
         match self {
             Self::BadPath { .. } | Self::BadType { .. } | Self::OutsideDest { .. } => 422,
-            Self::Conflict { .. } | Self::TooManyEntries { .. } | Self::SymlinkInPath(_) => 422,
+            Self::TooManyEntries { .. } | Self::SymlinkInPath(_) => 422,
+            // The archive is fine; what is already in the workspace is in its way.
+            Self::Conflict { .. } => 409,
             Self::TooManyBytes { .. } => 413,
             Self::Corrupt(_) => 400,
             Self::NotFound(_) => 404,
@@ -52,13 +56,14 @@ impl ArchiveError {
     }
 
     /// Stable `ErrorBody` code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self.status() {
-            400 => "bad_archive",
-            404 => "not_found",
-            413 => "payload_too_large",
-            422 => "archive_rejected",
-            _ => "internal",
+            400 => ErrorCode::BadArchive,
+            404 => ErrorCode::NotFound,
+            409 => ErrorCode::Conflict,
+            413 => ErrorCode::PayloadTooLarge,
+            422 => ErrorCode::ArchiveRejected,
+            _ => ErrorCode::Internal,
         }
     }
 }

@@ -1,3 +1,5 @@
+use hearth_proto::ErrorCode;
+
 use crate::archive::PathError;
 
 /// Why a file operation failed; each maps to one HTTP status and `ErrorBody` code.
@@ -81,14 +83,14 @@ impl FsError {
     }
 
     /// Stable `ErrorBody` code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self.status() {
-            403 => "forbidden",
-            404 => "not_found",
-            409 => "conflict",
-            413 => "payload_too_large",
-            422 => "invalid",
-            _ => "internal",
+            403 => ErrorCode::Forbidden,
+            404 => ErrorCode::NotFound,
+            409 => ErrorCode::Conflict,
+            413 => ErrorCode::PayloadTooLarge,
+            422 => ErrorCode::InvalidRequest,
+            _ => ErrorCode::Internal,
         }
     }
 }

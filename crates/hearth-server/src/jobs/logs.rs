@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use hearth_api::jobs::{LogLine, LogStream};
 use tokio::io::AsyncWriteExt;
 
 use crate::error::{AppError, Result};
@@ -18,20 +18,6 @@ const MARKER_ROOM: u64 = 64;
 
 pub fn log_path(data_dir: &Path, job_id: &str) -> PathBuf {
     data_dir.join("jobs").join(job_id).join("log.ndjson")
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct LogLine {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub t: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stream: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attempt: Option<i64>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub truncated: bool,
 }
 
 /// Appends chunks to one job's log, up to `cap` bytes of file.
@@ -74,13 +60,13 @@ impl LogWriter {
         self.write_line(&line).await
     }
 
-    pub async fn chunk(&mut self, stream: &str, data: String) -> Result<()> {
+    pub async fn chunk(&mut self, stream: LogStream, data: String) -> Result<()> {
         if self.truncated || data.is_empty() {
             return Ok(());
         }
         let line = LogLine {
             t: Some(now_ms()),
-            stream: Some(stream.to_string()),
+            stream: Some(stream),
             data: Some(data),
             ..Default::default()
         };
@@ -120,8 +106,8 @@ impl LogWriter {
 /// Which lines a reader wants and how it wants them.
 #[derive(Debug, Clone, Copy)]
 pub struct Render {
-    /// `Some("stdout")` / `Some("stderr")`: only that stream, no markers.
-    pub stream: Option<&'static str>,
+    /// Only that stream, no markers.
+    pub stream: Option<LogStream>,
     /// Framed lines as stored instead of plain text.
     pub ndjson: bool,
 }
@@ -140,7 +126,7 @@ impl Render {
             };
             let is_output = line.data.is_some();
             if let Some(want) = self.stream {
-                if !is_output || line.stream.as_deref() != Some(want) {
+                if !is_output || line.stream != Some(want) {
                     continue;
                 }
             }
@@ -184,11 +170,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = log_path(dir.path(), "j1");
         let mut w = LogWriter::open(&path, 300).await.unwrap();
-        w.chunk("stdout", "a\n".into()).await.unwrap();
-        w.chunk("stderr", "b\n".into()).await.unwrap();
-        w.chunk("stdout", "c\n".into()).await.unwrap();
-        w.chunk("stdout", "x".repeat(300)).await.unwrap();
-        w.chunk("stdout", "after the cap\n".into()).await.unwrap();
+        w.chunk(LogStream::Stdout, "a\n".into()).await.unwrap();
+        w.chunk(LogStream::Stderr, "b\n".into()).await.unwrap();
+        w.chunk(LogStream::Stdout, "c\n".into()).await.unwrap();
+        w.chunk(LogStream::Stdout, "x".repeat(300)).await.unwrap();
+        w.chunk(LogStream::Stdout, "after the cap\n".into())
+            .await
+            .unwrap();
         assert!(w.truncated);
         let buf = read_from(&path, 0).await.unwrap();
         assert!(
@@ -209,7 +197,7 @@ mod tests {
             "{text:?}"
         );
         let err = Render {
-            stream: Some("stderr"),
+            stream: Some(LogStream::Stderr),
             ndjson: false,
         };
         assert_eq!(err.lines(&buf).0, b"b\n");

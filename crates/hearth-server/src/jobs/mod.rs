@@ -1,13 +1,14 @@
 //! Jobs: scripts uploaded once, each run as a job in a fresh VM that is destroyed after.
 //!
-//! - [`store`]: scripts and the queue in SQLite. A job is claimed by one `UPDATE ...
-//!   RETURNING` that flips `queued` to `running`, so two workers never get the same job.
+//! - `crate::store::jobs`: scripts and the queue in SQLite. A job is claimed by one
+//!   `UPDATE ... RETURNING` that flips `queued` to `running`, so two workers never get the
+//!   same job.
 //! - [`worker`]: the pool. Each worker claims, boots a VM through [`crate::vms::create_vm`]
 //!   (the `POST /v1/vms` path), uploads the script, streams its output into the log,
 //!   writes the final status, destroys the VM.
 //! - [`logs`]: per-job log files under `$HEARTH_DATA_DIR/jobs/<id>/`, one JSON line per
 //!   output chunk so order and stream survive, capped in size.
-//! - [`scripts`], [`routes`]: `/v1/scripts` and `/v1/jobs`.
+//! - [`enqueue`], [`cancel`]: what `/v1/jobs` and `/v1/scripts` (in `crate::routes`) ask.
 //!
 //! Durability: a job is a row before `POST` answers 202, and every status change is
 //! written before it is acted on. On start, [`recover`] settles jobs a crash left
@@ -16,25 +17,19 @@
 //! runs twice unless it asked for retries); queued jobs simply wait for the next start.
 
 pub mod logs;
-pub mod routes;
-pub mod scripts;
-pub mod store;
 pub mod worker;
 
-use std::collections::{BTreeMap, HashMap};
-use std::fmt;
-use std::str::FromStr;
+use std::collections::HashMap;
 
-use hearth_proto::Language;
-use serde::{Deserialize, Serialize, Serializer};
+use hearth_api::jobs::{CancelState, JobStatus};
+use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
-use utoipa::ToSchema;
 
 use crate::error::{AppError, Result};
-use crate::models::{iso, VmState};
+use crate::models::VmState;
+use crate::store::jobs::NewJob;
 use crate::AppState;
 
-pub use routes::routes;
 pub use worker::start_workers;
 
 /// VM metadata key naming the job a VM was made for; [`recover`] destroys such VMs.
@@ -93,184 +88,41 @@ impl JobRuntime {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum JobStatus {
-    Queued,
-    Running,
-    /// Exit code 0.
-    Succeeded,
-    /// Non-zero exit code.
-    Failed,
-    TimedOut,
-    Cancelled,
-    /// Our side failed (VM did not boot, agent lost, server restarted); `error` says what.
-    Error,
+/// Queues a job (inline code, or a run of script `script_id`) and wakes a worker.
+/// The request was validated (`hearth-api`); the allowlist syntax is `hearth-net`'s.
+/// Whether this host can network VMs is known only when the job's VM boots.
+pub async fn enqueue(state: &AppState, new: NewJob<'_>, script_id: Option<&str>) -> Result<()> {
+    if let Some(n) = &new.params.network {
+        crate::network::check_syntax(n)?;
+    }
+    state.store.insert_job(new, script_id).await?;
+    state.jobs.notify.notify_waiters();
+    Ok(())
 }
 
-impl JobStatus {
-    pub const ALL: [JobStatus; 7] = [
-        JobStatus::Queued,
-        JobStatus::Running,
-        JobStatus::Succeeded,
-        JobStatus::Failed,
-        JobStatus::TimedOut,
-        JobStatus::Cancelled,
-        JobStatus::Error,
-    ];
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobStatus::Queued => "queued",
-            JobStatus::Running => "running",
-            JobStatus::Succeeded => "succeeded",
-            JobStatus::Failed => "failed",
-            JobStatus::TimedOut => "timed_out",
-            JobStatus::Cancelled => "cancelled",
-            JobStatus::Error => "error",
+/// Cancels a job: a queued one never starts, a running one has its VM destroyed.
+pub async fn cancel(state: &AppState, id: &str) -> Result<CancelState> {
+    // Each step is one conditional UPDATE; a job that moved on between two steps (a
+    // worker claimed it) is caught by the next one, so two rounds always settle it.
+    for _ in 0..2 {
+        if state.store.cancel_queued(id).await? {
+            return Ok(CancelState::Cancelled);
+        }
+        if state.store.request_cancel(id).await? {
+            state.jobs.cancel(id);
+            return Ok(CancelState::Cancelling);
+        }
+        let job = state.store.job(id).await?;
+        if job.status.is_final() {
+            return Err(AppError::Conflict(format!(
+                "job {id} already ended ({})",
+                job.status
+            )));
         }
     }
-    pub fn is_final(self) -> bool {
-        !matches!(self, JobStatus::Queued | JobStatus::Running)
-    }
-}
-
-impl fmt::Display for JobStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for JobStatus {
-    type Err = AppError;
-    fn from_str(s: &str) -> Result<Self> {
-        JobStatus::ALL
-            .into_iter()
-            .find(|v| v.as_str() == s)
-            .ok_or_else(|| {
-                AppError::Unprocessable(format!(
-                    "unknown job status {s:?}: queued|running|succeeded|failed|timed_out|cancelled|error"
-                ))
-            })
-    }
-}
-
-/// How to run a job; stored with it as JSON. Body of `POST /v1/scripts/{id}/run`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RunParams {
-    /// Arguments after the script path.
-    #[serde(default)]
-    pub args: Vec<String>,
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    /// Default: `jobs.default_timeout_s`.
-    pub timeout_s: Option<u64>,
-    pub vcpus: Option<u8>,
-    pub memory_mib: Option<u32>,
-    /// Extra files written into `/workspace` beside the script: relative path -> content.
-    #[serde(default)]
-    pub files: BTreeMap<String, String>,
-    /// Runs again (as a new attempt) when our side failed or the server restarted
-    /// mid-run; never after the script itself failed. Default 0.
-    #[serde(default)]
-    pub max_retries: u32,
-    /// Outbound networking of the job's VM, as for `POST /v1/vms`; absent = no NIC.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network: Option<crate::models::NetworkSpec>,
-}
-
-/// Body of `POST /v1/jobs`: inline code, run like an uploaded script.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct InlineJob {
-    /// `sh`, `python`, `ts` or `js`.
-    pub language: String,
-    pub code: String,
-    /// File name the code gets in `/workspace` (default `main.<ext>`).
-    pub name: Option<String>,
-    #[serde(default)]
-    pub args: Vec<String>,
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    pub timeout_s: Option<u64>,
-    pub vcpus: Option<u8>,
-    pub memory_mib: Option<u32>,
-    #[serde(default)]
-    pub files: BTreeMap<String, String>,
-    #[serde(default)]
-    pub max_retries: u32,
-    pub network: Option<crate::models::NetworkSpec>,
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ScriptRecord {
-    pub id: String,
-    pub name: String,
-    #[schema(value_type = String)]
-    pub language: Language,
-    pub size: i64,
-    pub sha256: String,
-    #[serde(serialize_with = "ser_ts")]
-    #[schema(value_type = String, format = DateTime)]
-    pub created_at: i64,
-}
-
-/// A job as stored and as returned by `GET /v1/jobs/{id}`.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct JobRecord {
-    pub id: String,
-    pub script_id: Option<String>,
-    pub name: String,
-    #[schema(value_type = String)]
-    pub language: Language,
-    pub status: JobStatus,
-    pub exit_code: Option<i32>,
-    /// What failed on our side (status `error`), or why the job ended early.
-    pub error: Option<String>,
-    /// An uncaught exception or `result.error(...)` of the script.
-    #[schema(value_type = Option<Object>)]
-    pub script_error: Option<serde_json::Value>,
-    #[serde(serialize_with = "ser_ts")]
-    #[schema(value_type = String, format = DateTime)]
-    pub queued_at: i64,
-    #[serde(serialize_with = "ser_opt_ts")]
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub started_at: Option<i64>,
-    #[serde(serialize_with = "ser_opt_ts")]
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub finished_at: Option<i64>,
-    /// From start (claimed by a worker) to the final status.
-    pub duration_ms: Option<i64>,
-    /// From queued to claimed by a worker.
-    pub queue_ms: Option<i64>,
-    /// Time to boot the job's VM until its agent answered.
-    pub vm_create_ms: Option<i64>,
-    pub vm_id: Option<String>,
-    /// What the script passed to `result.set(...)`.
-    #[schema(value_type = Option<Object>)]
-    pub result: Option<serde_json::Value>,
-    /// Runs started so far (more than 1 only after retries).
-    pub attempts: i64,
-    pub max_retries: i64,
-    pub log_truncated: bool,
-    /// The out-of-memory killer ended the run: the script needed more memory than the
-    /// VM gives user code (`memory_mib` minus the guest's reserve).
-    pub oom_killed: bool,
-    #[serde(skip)]
-    pub params: RunParams,
-    #[serde(skip)]
-    pub claimed_by: Option<String>,
-}
-
-fn ser_ts<S: Serializer>(ms: &i64, s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_str(&iso(*ms))
-}
-
-fn ser_opt_ts<S: Serializer>(ms: &Option<i64>, s: S) -> std::result::Result<S::Ok, S::Error> {
-    match ms {
-        Some(ms) => s.serialize_str(&iso(*ms)),
-        None => s.serialize_none(),
-    }
+    Err(AppError::Conflict(format!(
+        "job {id} changed state during the cancel; retry"
+    )))
 }
 
 /// Settles what a crash (or any stop) left behind, before workers start: jobs still
@@ -304,20 +156,5 @@ pub async fn recover(state: &AppState) -> Result<()> {
         }
     }
     tracing::info!(requeued, errored, vms, "recovered jobs");
-    Ok(())
-}
-
-/// Checks a script or file name: one path component, no NUL, not too long.
-pub(crate) fn check_name(name: &str) -> Result<()> {
-    if name.is_empty()
-        || name.len() > 255
-        || name.contains(['/', '\0'])
-        || name == "."
-        || name == ".."
-    {
-        return Err(AppError::Unprocessable(format!(
-            "invalid script name {name:?}: one file name, no '/', at most 255 bytes"
-        )));
-    }
     Ok(())
 }

@@ -11,11 +11,14 @@ use futures::StreamExt;
 use hearth_proto::{RunRequest, StreamEvent, WORKSPACE};
 use tokio_util::sync::CancellationToken;
 
+use hearth_api::jobs::{JobStatus, LogStream};
+use hearth_api::vms::CreateVm;
+
 use super::logs::{log_path, LogWriter};
-use super::store::Finish;
-use super::{JobRecord, JobStatus, VM_JOB_KEY};
+use super::VM_JOB_KEY;
 use crate::error::{AppError, Result};
-use crate::models::CreateVmRequest;
+use crate::models::JobRecord;
+use crate::store::jobs::Finish;
 use crate::{vms, AppState};
 
 const POLL: Duration = Duration::from_secs(2);
@@ -188,7 +191,7 @@ async fn boot(
     // The TTL is a backstop for a worker that died without destroying: the VM goes
     // away by itself some time after the job's own deadline.
     let ttl = timeout_s + state.config.defaults.boot_timeout_s + 300;
-    let req = CreateVmRequest {
+    let req = CreateVm {
         image: None,
         vcpus: p.vcpus,
         memory_mib: p.memory_mib,
@@ -274,8 +277,8 @@ async fn run_in_vm(
             }
         };
         match ev {
-            Some(Ok(StreamEvent::Stdout(d))) => log.chunk("stdout", d).await?,
-            Some(Ok(StreamEvent::Stderr(d))) => log.chunk("stderr", d).await?,
+            Some(Ok(StreamEvent::Stdout(d))) => log.chunk(LogStream::Stdout, d).await?,
+            Some(Ok(StreamEvent::Stderr(d))) => log.chunk(LogStream::Stderr, d).await?,
             Some(Ok(StreamEvent::Exit(r))) => {
                 let status = if r.exec.timed_out {
                     JobStatus::TimedOut
@@ -324,7 +327,7 @@ fn ended(status: JobStatus, error: &str, log: &LogWriter) -> Outcome {
 /// The script keeps its uploaded name (imports of sibling files resolve), unless that
 /// would not be a plain file name.
 fn script_file_name(job: &JobRecord) -> String {
-    if super::check_name(&job.name).is_ok() && !job.name.starts_with('.') {
+    if hearth_api::scripts::check_name(&job.name).is_ok() && !job.name.starts_with('.') {
         job.name.clone()
     } else {
         format!("main.{}", job.language.extension())

@@ -3,17 +3,15 @@
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use hearth_api::images::{CreateImage, Image, ImageList};
+use hearth_api::schema::NonEmptyBinary;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::Json;
-use crate::error::Result;
-use crate::models::ImageRecord;
+use super::openapi::{Conflict, InvalidRequest, NotFound};
+use super::Valid;
+use crate::error::{AppError, Result};
 use crate::{images, AppState};
-
-type E = crate::models::ErrorDoc;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -21,48 +19,32 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(delete_image))
         .routes(routes!(put_kernel))
         .routes(routes!(put_rootfs))
-        .routes(routes!(set_default))
+        .routes(routes!(set_default_image))
 }
 
-#[derive(Serialize, ToSchema)]
-struct ImageList {
-    images: Vec<ImageRecord>,
-}
-
+/// Images by name; picks up images `hearth image build` finished since the server started.
 #[utoipa::path(get, path = "/v1/images", tag = "images",
-    responses((status = 200, body = ImageList), (status = 401, body = E)))]
+    responses((status = 200, description = "The images.", body = ImageList)))]
 async fn list_images(State(state): State<AppState>) -> Result<axum::Json<ImageList>> {
-    // Pick up images `hearth image build` finished since the server started.
     images::register(&state, false).await?;
     Ok(axum::Json(ImageList {
         images: state.store.list_images().await?,
     }))
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-struct CreateImage {
-    /// 1-64 characters of `[A-Za-z0-9._-]`.
-    name: String,
-}
-
 /// Creates an empty image; upload its kernel and rootfs next.
 #[utoipa::path(post, path = "/v1/images", tag = "images", request_body = CreateImage,
-    responses((status = 201, body = ImageRecord), (status = 409, body = E), (status = 422, body = E)))]
+    responses((status = 201, description = "Created, not ready yet.", body = Image),
+              (status = 409, response = Conflict)))]
 async fn create_image(
     State(state): State<AppState>,
-    Json(req): Json<CreateImage>,
-) -> Result<(StatusCode, axum::Json<ImageRecord>)> {
+    Valid(req): Valid<CreateImage>,
+) -> Result<(StatusCode, axum::Json<Image>)> {
     let img = images::create_image(&state, &req.name).await?;
     Ok((StatusCode::CREATED, axum::Json(img)))
 }
 
-async fn put(
-    state: AppState,
-    id: String,
-    kind: &str,
-    body: Body,
-) -> Result<axum::Json<ImageRecord>> {
+async fn put(state: AppState, id: String, kind: &str, body: Body) -> Result<axum::Json<Image>> {
     let limit = state.config.limits.max_image_file_bytes;
     let img = images::put_file(&state, &id, kind, body.into_data_stream(), limit).await?;
     Ok(axum::Json(img))
@@ -70,43 +52,49 @@ async fn put(
 
 /// Uploads the kernel (`vmlinux`); the body is streamed to disk and its sha256 recorded.
 #[utoipa::path(put, path = "/v1/images/{id}/kernel", tag = "images",
-    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    request_body(content = NonEmptyBinary, content_type = "application/octet-stream"),
     params(("id" = String, Path, description = "image id or name")),
-    responses((status = 200, body = ImageRecord), (status = 404, body = E), (status = 409, body = E),
-              (status = 413, body = E)))]
+    responses((status = 200, description = "The image with its kernel.", body = Image),
+              (status = 404, response = NotFound),
+              (status = 409, response = Conflict),
+              (status = 422, response = InvalidRequest)))]
 async fn put_kernel(
     State(state): State<AppState>,
     Path(id): Path<String>,
     body: Body,
-) -> Result<axum::Json<ImageRecord>> {
+) -> Result<axum::Json<Image>> {
     put(state, id, "kernel", body).await
 }
 
 /// Uploads the base rootfs (ext4).
 #[utoipa::path(put, path = "/v1/images/{id}/rootfs", tag = "images",
-    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    request_body(content = NonEmptyBinary, content_type = "application/octet-stream"),
     params(("id" = String, Path, description = "image id or name")),
-    responses((status = 200, body = ImageRecord), (status = 404, body = E), (status = 409, body = E),
-              (status = 413, body = E)))]
+    responses((status = 200, description = "The image with its rootfs.", body = Image),
+              (status = 404, response = NotFound),
+              (status = 409, response = Conflict),
+              (status = 422, response = InvalidRequest)))]
 async fn put_rootfs(
     State(state): State<AppState>,
     Path(id): Path<String>,
     body: Body,
-) -> Result<axum::Json<ImageRecord>> {
+) -> Result<axum::Json<Image>> {
     put(state, id, "rootfs", body).await
 }
 
 /// Makes this image the one VMs get when they name none.
 #[utoipa::path(post, path = "/v1/images/{id}/default", tag = "images",
     params(("id" = String, Path, description = "image id or name")),
-    responses((status = 200, body = ImageRecord), (status = 404, body = E), (status = 409, body = E)))]
-async fn set_default(
+    responses((status = 200, description = "The image, now the default.", body = Image),
+              (status = 404, response = NotFound),
+              (status = 409, response = Conflict)))]
+async fn set_default_image(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<axum::Json<ImageRecord>> {
+) -> Result<axum::Json<Image>> {
     let img = state.store.image(&id).await?;
     if !img.ready {
-        return Err(crate::AppError::Conflict(format!(
+        return Err(AppError::Conflict(format!(
             "image {} has no kernel or rootfs yet",
             img.name
         )));
@@ -118,7 +106,9 @@ async fn set_default(
 /// Deletes an image; 409 while a VM uses it.
 #[utoipa::path(delete, path = "/v1/images/{id}", tag = "images",
     params(("id" = String, Path, description = "image id or name")),
-    responses((status = 204), (status = 404, body = E), (status = 409, body = E)))]
+    responses((status = 204, description = "Deleted."),
+              (status = 404, response = NotFound),
+              (status = 409, response = Conflict)))]
 async fn delete_image(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode> {
     images::delete_image(&state, &id).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -2,17 +2,16 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use axum::Extension;
+use hearth_api::keys::{CreateKey, KeyList, NewKey};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::Json;
+use super::openapi::{Conflict, NotFound};
+use super::Valid;
+use crate::auth::KeyId;
 use crate::error::{AppError, Result};
-use crate::models::KeyRecord;
 use crate::AppState;
-
-type E = crate::models::ErrorDoc;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -20,33 +19,13 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(delete_key))
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-struct CreateKey {
-    name: String,
-}
-
-#[derive(Serialize, ToSchema)]
-struct NewKey {
-    id: String,
-    name: String,
-    /// The key itself; not retrievable later.
-    key: String,
-}
-
 #[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey,
-    responses((status = 201, body = NewKey), (status = 422, body = E)))]
+    responses((status = 201, description = "The key, shown this once.", body = NewKey)))]
 async fn create_key(
     State(state): State<AppState>,
-    Json(req): Json<CreateKey>,
+    Valid(req): Valid<CreateKey>,
 ) -> Result<(StatusCode, axum::Json<NewKey>)> {
-    let name = req.name.trim();
-    if name.is_empty() || name.len() > 128 {
-        return Err(AppError::Unprocessable(
-            "key name must be 1-128 characters".into(),
-        ));
-    }
-    let (rec, key) = crate::auth::create_key(&state, name).await?;
+    let (rec, key) = crate::auth::create_key(&state, &req.name).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(NewKey {
@@ -57,22 +36,31 @@ async fn create_key(
     ))
 }
 
-#[derive(Serialize, ToSchema)]
-struct KeyList {
-    keys: Vec<KeyRecord>,
-}
-
-#[utoipa::path(get, path = "/v1/keys", tag = "keys", responses((status = 200, body = KeyList)))]
+/// Names and ids, never the keys.
+#[utoipa::path(get, path = "/v1/keys", tag = "keys",
+    responses((status = 200, description = "The keys.", body = KeyList)))]
 async fn list_keys(State(state): State<AppState>) -> Result<axum::Json<KeyList>> {
     Ok(axum::Json(KeyList {
         keys: state.store.list_keys().await?,
     }))
 }
 
-/// Revokes a key at once (the auth cache is reloaded).
-#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path)),
-    responses((status = 204), (status = 404, body = E)))]
-async fn delete_key(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode> {
+/// Revokes a key at once. A key cannot revoke itself (409): revoke it with another, so
+/// nobody locks themselves out by mistake.
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path, format = Uuid, description = "The key's id.")),
+    responses((status = 204, description = "Revoked."),
+              (status = 404, response = NotFound),
+              (status = 409, response = Conflict)))]
+async fn delete_key(
+    State(state): State<AppState>,
+    Extension(me): Extension<KeyId>,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    if me.0 == id {
+        return Err(AppError::Conflict(
+            "a key cannot revoke itself: revoke it with another key".into(),
+        ));
+    }
     if !state.store.delete_key(&id).await? {
         return Err(AppError::NotFound(format!("no API key with id {id:?}")));
     }

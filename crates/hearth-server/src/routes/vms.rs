@@ -1,17 +1,18 @@
-//! VM lifecycle routes: create, list, show, delete, stop, start, logs, history.
+//! VM lifecycle routes: create, list, show, delete, stop, start, console log, history.
 
 use std::io::{Read, Seek, SeekFrom};
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use hearth_api::vms::{
+    CallHistory, ConsoleLog, ConsoleQuery, CreateVm, HistoryQuery, ListVms, Vm, VmList,
+};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Json, Query};
+use super::openapi::{Conflict, NotFound, TooManyRequests};
+use super::{Valid, ValidQuery};
 use crate::error::{AppError, Result};
-use crate::models::{CallRecord, CreateVmRequest, VmRecord, VmState};
 use crate::{vms, AppState};
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -20,112 +21,85 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_vm, delete_vm))
         .routes(routes!(stop_vm))
         .routes(routes!(start_vm))
-        .routes(routes!(logs))
-        .routes(routes!(history))
+        .routes(routes!(console_log))
+        .routes(routes!(call_history))
 }
 
-type E = crate::models::ErrorDoc;
-
-/// Creates a VM and returns when its agent answers.
-#[utoipa::path(post, path = "/v1/vms", tag = "vms", request_body = CreateVmRequest,
-    responses((status = 201, body = VmRecord), (status = 401, body = E), (status = 409, body = E),
-              (status = 413, body = E), (status = 422, body = E), (status = 429, body = E),
-              (status = 500, body = E)))]
+/// Creates a VM and answers when its agent is ready.
+#[utoipa::path(post, path = "/v1/vms", tag = "vms", request_body = CreateVm,
+    responses((status = 201, description = "The VM runs.", body = Vm),
+              (status = 404, response = NotFound),
+              (status = 409, response = Conflict),
+              (status = 429, response = TooManyRequests)))]
 async fn create_vm(
     State(state): State<AppState>,
-    Json(req): Json<CreateVmRequest>,
-) -> Result<(StatusCode, axum::Json<VmRecord>)> {
+    Valid(req): Valid<CreateVm>,
+) -> Result<(StatusCode, axum::Json<Vm>)> {
     let vm = vms::create_vm(&state, req).await?;
-    Ok((StatusCode::CREATED, axum::Json(vm)))
+    Ok((StatusCode::CREATED, axum::Json(vm.vm)))
 }
 
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    /// Only VMs in this state (`creating`, `running`, `stopped`, `failed`, `deleted`).
-    state: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-struct VmList {
-    vms: Vec<VmRecord>,
-}
-
-#[utoipa::path(get, path = "/v1/vms", tag = "vms", params(ListQuery),
-    responses((status = 200, body = VmList), (status = 400, body = E), (status = 401, body = E)))]
+/// VMs, oldest first; deleted ones too (their records stay).
+#[utoipa::path(get, path = "/v1/vms", tag = "vms", params(ListVms),
+    responses((status = 200, description = "The VMs.", body = VmList)))]
 async fn list_vms(
     State(state): State<AppState>,
-    Query(q): Query<ListQuery>,
+    ValidQuery(q): ValidQuery<ListVms>,
 ) -> Result<axum::Json<VmList>> {
-    let states = match q.state {
-        Some(s) => vec![s.parse::<VmState>().map_err(AppError::BadRequest)?],
-        None => vec![],
-    };
+    let states: Vec<_> = q.state.into_iter().collect();
+    let vms = state.store.list_vms(&states).await?;
     Ok(axum::Json(VmList {
-        vms: state.store.list_vms(&states).await?,
+        vms: vms.into_iter().map(|r| r.vm).collect(),
     }))
 }
 
-#[utoipa::path(get, path = "/v1/vms/{id}", tag = "vms", params(("id" = String, Path)),
-    responses((status = 200, body = VmRecord), (status = 404, body = E)))]
-async fn get_vm(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<axum::Json<VmRecord>> {
-    Ok(axum::Json(state.store.vm(&id).await?))
+#[utoipa::path(get, path = "/v1/vms/{id}", tag = "vms", params(("id" = String, Path, format = Uuid, description = "The VM's id.")),
+    responses((status = 200, description = "The VM.", body = Vm),
+              (status = 404, response = NotFound)))]
+async fn get_vm(State(state): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<Vm>> {
+    Ok(axum::Json(state.store.vm(&id).await?.vm))
 }
 
-/// Destroys the VM: processes, sockets, overlay and state dir.
-#[utoipa::path(delete, path = "/v1/vms/{id}", tag = "vms", params(("id" = String, Path)),
-    responses((status = 204), (status = 404, body = E)))]
+/// Destroys the VM: processes, sockets, overlay and state dir. Its record stays, `deleted`.
+#[utoipa::path(delete, path = "/v1/vms/{id}", tag = "vms", params(("id" = String, Path, format = Uuid, description = "The VM's id.")),
+    responses((status = 204, description = "Destroyed."),
+              (status = 404, response = NotFound)))]
 async fn delete_vm(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode> {
     vms::destroy_vm(&state, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Powers the VM off; its overlay disk is kept for `start`.
-#[utoipa::path(post, path = "/v1/vms/{id}/stop", tag = "vms", params(("id" = String, Path)),
-    responses((status = 200, body = VmRecord), (status = 404, body = E), (status = 409, body = E)))]
-async fn stop_vm(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<axum::Json<VmRecord>> {
-    Ok(axum::Json(vms::stop_vm(&state, &id).await?))
+#[utoipa::path(post, path = "/v1/vms/{id}/stop", tag = "vms", params(("id" = String, Path, format = Uuid, description = "The VM's id.")),
+    responses((status = 200, description = "The VM, stopped.", body = Vm),
+              (status = 404, response = NotFound),
+              (status = 409, response = Conflict)))]
+async fn stop_vm(State(state): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<Vm>> {
+    Ok(axum::Json(vms::stop_vm(&state, &id).await?.vm))
 }
 
 /// Boots a stopped VM again on its kept overlay disk.
-#[utoipa::path(post, path = "/v1/vms/{id}/start", tag = "vms", params(("id" = String, Path)),
-    responses((status = 200, body = VmRecord), (status = 404, body = E), (status = 409, body = E),
-              (status = 429, body = E)))]
-async fn start_vm(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<axum::Json<VmRecord>> {
-    Ok(axum::Json(vms::start_vm(&state, &id).await?))
-}
-
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-struct TailQuery {
-    /// Last N lines (default 100, at most 10000).
-    tail: Option<usize>,
-}
-
-#[derive(Serialize, ToSchema)]
-struct Lines {
-    lines: Vec<String>,
+#[utoipa::path(post, path = "/v1/vms/{id}/start", tag = "vms", params(("id" = String, Path, format = Uuid, description = "The VM's id.")),
+    responses((status = 200, description = "The VM, running.", body = Vm),
+              (status = 404, response = NotFound),
+              (status = 409, response = Conflict),
+              (status = 429, response = TooManyRequests)))]
+async fn start_vm(State(state): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<Vm>> {
+    Ok(axum::Json(vms::start_vm(&state, &id).await?.vm))
 }
 
 /// The end of the VM's serial console log.
-#[utoipa::path(get, path = "/v1/vms/{id}/logs", tag = "vms", params(("id" = String, Path), TailQuery),
-    responses((status = 200, body = Lines), (status = 404, body = E)))]
-async fn logs(
+#[utoipa::path(get, path = "/v1/vms/{id}/logs", tag = "vms",
+    params(("id" = String, Path, format = Uuid, description = "The VM's id."), ConsoleQuery),
+    responses((status = 200, description = "The last lines.", body = ConsoleLog),
+              (status = 404, response = NotFound)))]
+async fn console_log(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<TailQuery>,
-) -> Result<axum::Json<Lines>> {
+    ValidQuery(q): ValidQuery<ConsoleQuery>,
+) -> Result<axum::Json<ConsoleLog>> {
     state.store.vm(&id).await?;
-    let n = q.tail.unwrap_or(100).min(10_000);
+    let n = q.tail.unwrap_or(100) as usize;
     let dir = state.config.vms_dir().join(&id);
     let path = hearth_vmm::VmHandle::adopt(&dir)
         .map(|h| h.console_path)
@@ -133,7 +107,7 @@ async fn logs(
     let lines = tokio::task::spawn_blocking(move || tail_lines(&path, n))
         .await
         .map_err(|e| AppError::Internal(e.to_string()))?;
-    Ok(axum::Json(Lines { lines }))
+    Ok(axum::Json(ConsoleLog { lines }))
 }
 
 /// Last `n` lines, reading at most the last 1 MiB (console logs can grow large).
@@ -155,29 +129,19 @@ fn tail_lines(path: &std::path::Path, n: usize) -> Vec<String> {
         .collect()
 }
 
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-struct LimitQuery {
-    /// At most this many calls, newest first (default 50, at most 1000).
-    limit: Option<i64>,
-}
-
-#[derive(Serialize, ToSchema)]
-struct History {
-    calls: Vec<CallRecord>,
-}
-
-/// Recent exec/run calls with inputs, exit codes and durations.
-#[utoipa::path(get, path = "/v1/vms/{id}/history", tag = "vms", params(("id" = String, Path), LimitQuery),
-    responses((status = 200, body = History), (status = 404, body = E)))]
-async fn history(
+/// Recent exec/run calls with inputs, exit codes and durations, newest first.
+#[utoipa::path(get, path = "/v1/vms/{id}/history", tag = "vms",
+    params(("id" = String, Path, format = Uuid, description = "The VM's id."), HistoryQuery),
+    responses((status = 200, description = "The calls.", body = CallHistory),
+              (status = 404, response = NotFound)))]
+async fn call_history(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<LimitQuery>,
-) -> Result<axum::Json<History>> {
+    ValidQuery(q): ValidQuery<HistoryQuery>,
+) -> Result<axum::Json<CallHistory>> {
     state.store.vm(&id).await?;
-    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
-    Ok(axum::Json(History {
+    let limit = q.limit.unwrap_or(50).into();
+    Ok(axum::Json(CallHistory {
         calls: state.store.list_calls(&id, limit).await?,
     }))
 }

@@ -4,7 +4,7 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
-use hearth_server::models::{now_ms, VmRecord, VmState};
+use hearth_server::models::{Timestamp, Vm, VmRecord, VmState};
 use hearth_server::{app, AppState, Config};
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -84,22 +84,24 @@ impl Env {
 /// A VM row with a fresh id and no processes behind it, for store and conflict checks.
 pub fn vm_record(state: VmState, image_id: &str) -> VmRecord {
     VmRecord {
-        id: uuid::Uuid::new_v4().to_string(),
-        state,
-        image: "img".into(),
         image_id: image_id.into(),
-        vcpus: 1,
-        memory_mib: 256,
-        vmm: None,
-        accel: None,
-        created_at: now_ms(),
-        ready_at: None,
-        boot_ms: None,
-        ttl_s: None,
-        expires_at: None,
-        metadata: Default::default(),
         env: Default::default(),
-        error: None,
-        network: None,
+        vm: Vm {
+            id: uuid::Uuid::new_v4().to_string(),
+            state,
+            image: "img".into(),
+            vcpus: 1,
+            memory_mib: 256,
+            vmm: None,
+            accel: None,
+            created_at: Timestamp::now(),
+            ready_at: None,
+            boot_ms: None,
+            ttl_s: None,
+            expires_at: None,
+            metadata: Default::default(),
+            error: None,
+            network: None,
+        },
     }
 }

@@ -289,7 +289,7 @@ async fn agent_error(status: StatusCode, body: Incoming) -> Error {
         },
         Err(_) => Error::Agent {
             status: status.as_u16(),
-            code: format!("http_{}", status.as_u16()),
+            code: hearth_proto::ErrorCode::for_status(status.as_u16()),
             message: String::from_utf8_lossy(&bytes).trim().to_string(),
         },
     }

@@ -99,7 +99,7 @@ impl AgentClient {
                     },
                     Err(_) => Error::Agent {
                         status,
-                        code: format!("http_{status}"),
+                        code: hearth_proto::ErrorCode::for_status(status),
                         message: String::from_utf8_lossy(&body).into_owned(),
                     },
                 })

@@ -1,17 +1,16 @@
-//! SQL of scripts and jobs, as more methods on [`Store`]. Every status change is one
-//! conditional `UPDATE` (`WHERE status = ...`), so concurrent actors (workers, cancel,
-//! recovery) cannot both win: the loser sees 0 rows and re-reads.
+//! Scripts and the job queue. Every status change is one conditional `UPDATE`
+//! (`WHERE status = ...`), so concurrent actors (workers, cancel, recovery) cannot both
+//! win: the loser sees 0 rows and re-reads.
 
-use std::str::FromStr;
-
-use hearth_proto::Language;
+use hearth_api::jobs::{Job, JobParams, JobStatus};
+use hearth_api::scripts::Script;
+use hearth_api::Language;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-use super::{JobRecord, JobStatus, RunParams, ScriptRecord};
+use super::{json_col, parsed, Store};
 use crate::error::{AppError, Result};
-use crate::models::now_ms;
-use crate::store::Store;
+use crate::models::{now_ms, JobRecord, Timestamp};
 
 const SCRIPT_COLS: &str = "id, name, language, size, sha256, created_at";
 const JOB_COLS: &str = "id, script_id, name, language, params, status, exit_code, error, \
@@ -25,7 +24,7 @@ pub struct NewJob<'a> {
     pub name: &'a str,
     /// Inline code; `None` for a script job (the script's content is used).
     pub code: Option<&'a [u8]>,
-    pub params: &'a RunParams,
+    pub params: &'a JobParams,
 }
 
 /// How a run ended, written in one statement with the final status.
@@ -40,7 +39,7 @@ pub struct Finish {
 }
 
 impl Store {
-    pub async fn insert_script(&self, s: &ScriptRecord, content: &[u8]) -> Result<()> {
+    pub async fn insert_script(&self, s: &Script, content: &[u8]) -> Result<()> {
         sqlx::query(&format!(
             "INSERT INTO scripts ({SCRIPT_COLS}, content) VALUES (?, ?, ?, ?, ?, ?, ?)"
         ))
@@ -49,7 +48,7 @@ impl Store {
         .bind(s.language.as_str())
         .bind(s.size)
         .bind(&s.sha256)
-        .bind(s.created_at)
+        .bind(s.created_at.ms())
         .bind(content)
         .execute(&self.pool)
         .await?;
@@ -57,7 +56,7 @@ impl Store {
     }
 
     /// Newest first.
-    pub async fn list_scripts(&self) -> Result<Vec<ScriptRecord>> {
+    pub async fn list_scripts(&self) -> Result<Vec<Script>> {
         let rows = sqlx::query(&format!(
             "SELECT {SCRIPT_COLS} FROM scripts ORDER BY created_at DESC, id DESC"
         ))
@@ -66,7 +65,7 @@ impl Store {
         rows.iter().map(script_from_row).collect()
     }
 
-    pub async fn script(&self, id: &str) -> Result<ScriptRecord> {
+    pub async fn script(&self, id: &str) -> Result<Script> {
         let row = sqlx::query(&format!("SELECT {SCRIPT_COLS} FROM scripts WHERE id = ?"))
             .bind(id)
             .fetch_optional(&self.pool)
@@ -364,18 +363,14 @@ impl Store {
     }
 }
 
-fn lang(s: &str) -> Result<Language> {
-    Language::from_str(s).map_err(|e| AppError::Internal(e.to_string()))
-}
-
-fn script_from_row(r: &SqliteRow) -> Result<ScriptRecord> {
-    Ok(ScriptRecord {
+fn script_from_row(r: &SqliteRow) -> Result<Script> {
+    Ok(Script {
         id: r.get("id"),
         name: r.get("name"),
-        language: lang(&r.get::<String, _>("language"))?,
+        language: parsed(r, "language")?,
         size: r.get("size"),
         sha256: r.get("sha256"),
-        created_at: r.get("created_at"),
+        created_at: Timestamp::from_ms(r.get("created_at")),
     })
 }
 
@@ -385,32 +380,29 @@ fn job_from_row(r: &SqliteRow) -> Result<JobRecord> {
     let started_at: Option<i64> = r.get("started_at");
     let finished_at: Option<i64> = r.get("finished_at");
     Ok(JobRecord {
-        id: r.get("id"),
-        script_id: r.get("script_id"),
-        name: r.get("name"),
-        language: lang(&r.get::<String, _>("language"))?,
-        status: r.get::<String, _>("status").parse()?,
-        exit_code: r.get::<Option<i64>, _>("exit_code").map(|c| c as i32),
-        error: r.get("error"),
-        script_error: json("script_error"),
-        queued_at,
-        started_at,
-        finished_at,
-        duration_ms: started_at.zip(finished_at).map(|(s, f)| f - s),
-        queue_ms: started_at.map(|s| s - queued_at),
-        vm_create_ms: r.get("vm_create_ms"),
-        vm_id: r.get("vm_id"),
-        result: json("result"),
-        attempts: r.get("attempts"),
-        max_retries: r.get("max_retries"),
-        log_truncated: r.get::<i64, _>("log_truncated") != 0,
-        oom_killed: r.get::<i64, _>("oom_killed") != 0,
-        params: json_col::<RunParams>(r, "params").unwrap_or_default(),
+        job: Job {
+            id: r.get("id"),
+            script_id: r.get("script_id"),
+            name: r.get("name"),
+            language: parsed::<Language>(r, "language")?,
+            status: parsed::<JobStatus>(r, "status")?,
+            exit_code: r.get::<Option<i64>, _>("exit_code").map(|c| c as i32),
+            error: r.get("error"),
+            script_error: json("script_error"),
+            queued_at: Timestamp::from_ms(queued_at),
+            started_at: started_at.map(Timestamp::from_ms),
+            finished_at: finished_at.map(Timestamp::from_ms),
+            duration_ms: started_at.zip(finished_at).map(|(s, f)| f - s),
+            queue_ms: started_at.map(|s| s - queued_at),
+            vm_create_ms: r.get("vm_create_ms"),
+            vm_id: r.get("vm_id"),
+            result: json("result"),
+            attempts: r.get("attempts"),
+            max_retries: r.get("max_retries"),
+            log_truncated: r.get::<i64, _>("log_truncated") != 0,
+            oom_killed: r.get::<i64, _>("oom_killed") != 0,
+        },
+        params: json_col::<JobParams>(r, "params").unwrap_or_default(),
         claimed_by: r.get("claimed_by"),
     })
-}
-
-fn json_col<T: serde::de::DeserializeOwned>(r: &SqliteRow, col: &str) -> Option<T> {
-    r.get::<Option<String>, _>(col)
-        .and_then(|s| serde_json::from_str(&s).ok())
 }

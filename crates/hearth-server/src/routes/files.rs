@@ -1,0 +1,104 @@
+//! Whole-tree transfers: a tar.gz body extracted into the VM, a path packed out of it.
+//! Both bodies stream through without being held whole.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use hearth_api::files::{DownloadQuery, UploadQuery, UploadResponse};
+use hearth_api::schema::Binary;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::openapi::{Conflict, InvalidRequest, NotFound};
+use super::ValidQuery;
+use crate::error::{from_agent_call, AppError, Result};
+use crate::{vms, AppState};
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(upload_files))
+        .routes(routes!(download_files))
+}
+
+/// Extracts a tar.gz body into the VM; the body is streamed to the agent, which refuses
+/// entries that would escape `dest` (symlinks, `..`, devices).
+#[utoipa::path(post, path = "/v1/vms/{id}/files/upload", tag = "files",
+    request_body(content = Binary, content_type = "application/gzip"),
+    params(("id" = String, Path, format = Uuid, description = "The VM's id."), UploadQuery),
+    responses((status = 200, description = "Extracted.", body = UploadResponse),
+              (status = 404, response = NotFound),
+              (status = 409, response = Conflict),
+              (status = 422, response = InvalidRequest)))]
+async fn upload_files(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ValidQuery(q): ValidQuery<UploadQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<axum::Json<UploadResponse>> {
+    let limit = state.config.limits.max_upload_bytes;
+    let too_large = || {
+        AppError::PayloadTooLarge(format!(
+            "upload is larger than {limit} bytes (limit max_upload_bytes)"
+        ))
+    };
+    // Refuse early when the client announced the size; chunked bodies are counted below.
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if announced.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let (_, h) = vms::running_handle(&state, &id).await?;
+    let dest = q
+        .dest
+        .unwrap_or_else(|| hearth_proto::WORKSPACE.to_string());
+    let seen = Arc::new(AtomicUsize::new(0));
+    let over = Arc::new(AtomicBool::new(false));
+    let (seen2, over2) = (seen.clone(), over.clone());
+    let stream = body.into_data_stream().map(move |chunk| {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        if seen2.fetch_add(chunk.len(), Ordering::Relaxed) + chunk.len() > limit {
+            over2.store(true, Ordering::Relaxed);
+            return Err(std::io::Error::other("upload above max_upload_bytes"));
+        }
+        Ok(chunk)
+    });
+    // The client waits for the answer as long as the upload streams.
+    match h.agent().upload(&dest, stream).await {
+        Ok(r) => Ok(axum::Json(r)),
+        Err(_) if over.load(Ordering::Relaxed) => Err(too_large()),
+        Err(e) => Err(from_agent_call(e, h.is_alive())),
+    }
+}
+
+/// A tar.gz of a file or directory in the VM, streamed as the agent packs it. Symlinks
+/// are never followed.
+#[utoipa::path(get, path = "/v1/vms/{id}/files/download", tag = "files",
+    params(("id" = String, Path, format = Uuid, description = "The VM's id."), DownloadQuery),
+    responses((status = 200, description = "The archive.", body = Binary,
+               content_type = "application/gzip"),
+              (status = 404, response = NotFound),
+              (status = 409, response = Conflict),
+              (status = 422, response = InvalidRequest)))]
+async fn download_files(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ValidQuery(q): ValidQuery<DownloadQuery>,
+) -> Result<Response> {
+    let (_, h) = vms::running_handle(&state, &id).await?;
+    let bytes = h
+        .agent()
+        .download(&q.path)
+        .await
+        .map_err(|e| from_agent_call(e, h.is_alive()))?;
+    let body =
+        Body::from_stream(bytes.map(|r| r.map_err(|e| std::io::Error::other(e.to_string()))));
+    Ok(([(header::CONTENT_TYPE, "application/gzip")], body).into_response())
+}

@@ -1,0 +1,80 @@
+//! The OpenAPI document is part of the contract: it is compared to the committed
+//! `crates/hearth-server/openapi.json`, so every wire change shows up as a reviewable diff
+//! (and SDKs are generated from that file). After a deliberate change:
+//!
+//! ```sh
+//! HEARTH_BLESS=1 cargo test -p hearth-server --test openapi
+//! ```
+
+mod support;
+
+use std::path::Path;
+
+use axum::body::Body;
+use axum::http::Request;
+use hearth_api::Limits;
+use serde_json::Value;
+
+fn snapshot_path() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.json")
+}
+
+fn render(doc: &Value) -> String {
+    serde_json::to_string_pretty(doc).unwrap() + "\n"
+}
+
+#[test]
+fn the_document_matches_the_committed_snapshot() {
+    let doc = hearth_server::routes::openapi::document(&Limits::default());
+    let now = render(&doc);
+    let path = snapshot_path();
+    if std::env::var_os("HEARTH_BLESS").is_some_and(|v| v != "0") {
+        std::fs::write(&path, &now).unwrap();
+        eprintln!("wrote {}", path.display());
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    if committed == now {
+        return;
+    }
+    let (old, new): (Vec<&str>, Vec<&str>) = (committed.lines().collect(), now.lines().collect());
+    let first = old
+        .iter()
+        .zip(&new)
+        .position(|(a, b)| a != b)
+        .unwrap_or(old.len().min(new.len()));
+    let from = first.saturating_sub(3);
+    let show = |l: &[&str]| l[from.min(l.len())..(first + 8).min(l.len())].join("\n");
+    panic!(
+        "the OpenAPI document differs from {} from line {}:\n--- committed\n{}\n+++ generated\n{}\n\n\
+         If the change is intended: HEARTH_BLESS=1 cargo test -p hearth-server --test openapi",
+        path.display(),
+        first + 1,
+        show(&old),
+        show(&new),
+    );
+}
+
+/// What a server serves is the snapshot's document with its own limits in it.
+#[tokio::test]
+async fn a_server_serves_its_own_limits() {
+    let e = support::inproc::env_with(|c| {
+        c.limits.max_vcpus = 2;
+        c.limits.max_timeout_ms = 5000;
+        c.networking = false;
+    })
+    .await;
+    let (_, doc) = e
+        .send(Request::get("/openapi.json").body(Body::empty()).unwrap())
+        .await;
+    let s = &doc["components"]["schemas"];
+    assert_eq!(s["CreateVm"]["properties"]["vcpus"]["maximum"], 2);
+    assert_eq!(
+        s["ExecRequest"]["properties"]["timeout_ms"]["maximum"],
+        5000
+    );
+    assert_eq!(s["JobParams"]["properties"]["timeout_s"]["maximum"], 5);
+    assert_eq!(s["NetworkSpec"]["properties"]["outbound"]["const"], false);
+    let default = hearth_server::routes::openapi::document(&Limits::default());
+    assert_eq!(doc["paths"], default["paths"], "only schema bounds differ");
+}
