@@ -8,6 +8,8 @@ use std::os::unix::fs::PermissionsExt;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
 
 use hearth_server::models::VmState;
 use hearth_server::{AppState, Config};
@@ -375,11 +377,58 @@ async fn keys_are_shown_once_and_revocable() {
             .unwrap()
     };
     assert_eq!(e.send(with_new(key)).await.0, StatusCode::OK);
+    // A key cannot revoke itself (nobody locks themselves out by mistake).
+    let own = Request::delete(format!("/v1/keys/{id}"))
+        .header("x-api-key", key)
+        .body(Body::empty())
+        .unwrap();
+    let (s, v) = e.send(own).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert_error(&v, "conflict");
     let (s, _) = e.call("DELETE", &format!("/v1/keys/{id}"), None).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     assert_eq!(e.send(with_new(key)).await.0, StatusCode::UNAUTHORIZED);
     let (s, _) = e.call("POST", "/v1/keys", Some(json!({"name": ""}))).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    // Names are kept as given.
+    let (s, v) = e
+        .call("POST", "/v1/keys", Some(json!({"name": " ci "})))
+        .await;
+    assert_eq!((s, v["name"].as_str()), (StatusCode::CREATED, Some(" ci ")));
+}
+
+#[tokio::test]
+async fn server_errors_carry_a_request_id_and_no_details() {
+    let e = env().await;
+    // Every answer carries its request id.
+    let resp = e
+        .app()
+        .oneshot(e.req("GET", "/v1/vms").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-request-id"].len(), 32);
+    // Make creating an image fail on our side: its directory cannot be made.
+    let images = e.state.config.images_dir();
+    std::fs::remove_dir_all(&images).unwrap();
+    std::fs::write(&images, "not a directory").unwrap();
+    let req = e
+        .req("POST", "/v1/images")
+        .header("content-type", "application/json")
+        .body(Body::from(json!({"name": "img"}).to_string()))
+        .unwrap();
+    let resp = e.app().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let header = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_error(&v, "internal");
+    assert_eq!(v["error"]["request_id"], header.as_str(), "{v}");
+    assert_eq!(v["error"]["message"], "internal error", "{v}");
+    let data_dir = e.state.config.data_dir.display().to_string();
+    assert!(
+        !v.to_string().contains(&data_dir),
+        "no host paths in a 5xx: {v}"
+    );
 }
 
 #[tokio::test]

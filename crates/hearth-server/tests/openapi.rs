@@ -78,3 +78,42 @@ async fn a_server_serves_its_own_limits() {
     let default = hearth_server::routes::openapi::document(&Limits::default());
     assert_eq!(doc["paths"], default["paths"], "only schema bounds differ");
 }
+
+/// Every operation documents the answers every route can give, and each create links to
+/// every route that takes the id it returns.
+#[test]
+fn shared_answers_and_links_are_documented() {
+    let doc = hearth_server::routes::openapi::document(&Limits::default());
+    let mut ops = std::collections::BTreeMap::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let r = op["responses"].as_object().unwrap();
+            assert!(r.contains_key("5XX"), "{method} {path}: no 5XX");
+            if path != "/healthz" {
+                assert!(r.contains_key("401"), "{method} {path}: no 401");
+            }
+            ops.insert(
+                op["operationId"].as_str().unwrap().to_string(),
+                path.clone(),
+            );
+        }
+    }
+    let links = &doc["paths"]["/v1/vms"]["post"]["responses"]["201"]["links"];
+    let linked: Vec<&str> = links
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|l| l["operationId"].as_str().unwrap())
+        .collect();
+    for (op, path) in &ops {
+        if path.starts_with("/v1/vms/{id}") {
+            assert!(
+                linked.contains(&op.as_str()),
+                "POST /v1/vms does not link to {op}"
+            );
+        }
+    }
+    for op in linked {
+        assert!(ops.contains_key(op), "a link names no operation: {op}");
+    }
+}
