@@ -17,8 +17,9 @@ packages=(
     linux-source-6.1 build-essential bc bison flex libelf-dev libssl-dev cpio xz-utils
     # host networking
     nftables iproute2
-    # Deno comes from PyPI's wheel: pip to fetch it, python's zipfile to unpack it
-    python3 python3-pip
+    # Deno comes from PyPI's wheel: pip to fetch it, python's zipfile to unpack it;
+    # hearth-server's schemathesis test installs Schemathesis (PyPI) into a venv
+    python3 python3-pip python3-venv
     # build-guest.sh checks that guest binaries are static
     file
     # host tests: the agent's jail tests run the host's busybox, and hearth-net's VM
