@@ -38,6 +38,15 @@ pub enum StreamLine {
     Failed(ErrorBody),
 }
 
+/// How a run's `error` reads to a person: `Name: message` for an uncaught exception (a
+/// [`ScriptError`]), else the JSON value the script gave `result.error`.
+pub fn describe_script_error(e: &serde_json::Value) -> String {
+    match serde_json::from_value::<ScriptError>(e.clone()) {
+        Ok(x) => format!("{}: {}", x.name, x.message),
+        Err(_) => e.to_string(),
+    }
+}
+
 impl Validate for ExecRequest {
     fn validate(&self, l: &Limits) -> Result<(), ValidationError> {
         if self.cmd.is_empty() {

@@ -267,22 +267,16 @@ async fn run_in(vm: &VmHandle, args: &Args, job: Job) -> anyhow::Result<i32> {
                     }
                 }
                 if let Some(e) = &r.error {
-                    eprintln!("hearth: error: {}", describe_script_error(e));
+                    eprintln!(
+                        "hearth: error: {}",
+                        hearth_api::exec::describe_script_error(e)
+                    );
                 }
                 return Ok(r.exec.exit_code);
             }
         }
     }
     bail!("the agent's stream ended without an exit status")
-}
-
-/// An uncaught exception reads `Name: message`; a value given to `result.error` is shown
-/// as the JSON it is.
-fn describe_script_error(e: &serde_json::Value) -> String {
-    match (e["name"].as_str(), e["message"].as_str()) {
-        (Some(name), Some(message)) => format!("{name}: {message}"),
-        _ => e.to_string(),
-    }
 }
 
 /// `dir` as a tar.gz byte stream, produced on a blocking thread while it is sent (the

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Context};
 use futures::StreamExt;
 use hearth_api::exec::{
-    ExecRequest, ExecResponse, RunRequest, RunResponse, ScriptError, StreamEvent, StreamLine,
+    describe_script_error, ExecRequest, ExecResponse, RunRequest, RunResponse, StreamEvent,
+    StreamLine,
 };
 use hearth_api::files::UploadResponse;
 use hearth_api::network::{FirewallView, NetworkSpec, VmNetwork};
@@ -472,11 +473,7 @@ async fn run_call<B: Serialize, A: CallAnswer>(
                     println!("{r}");
                 }
                 if let Some(e) = &exit.error {
-                    // An exception has a name and a message; `result.error(v)` may be any value.
-                    match serde_json::from_value::<ScriptError>(e.clone()) {
-                        Ok(x) => eprintln!("{}: {}", x.name, x.message),
-                        Err(_) => eprintln!("{e}"),
-                    }
+                    eprintln!("{}", describe_script_error(e));
                 }
                 return Ok(exit.exec.exit_code);
             }
