@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::process::{self, ProcRecord};
-use crate::{firecracker, Accel, AgentClient, Error, Result, VmmKind};
+use crate::{firecracker_api, Accel, AgentClient, Error, Result, VmmKind};
 
 /// Name of the metadata file in every state dir.
 pub const META_FILE: &str = "vm.json";
@@ -179,7 +179,7 @@ impl VmHandle {
                 (VmmKind::Firecracker, Some(api)) => {
                     let _ = tokio::time::timeout(
                         Duration::from_secs(2),
-                        firecracker::api::send_ctrl_alt_del(api),
+                        firecracker_api::send_ctrl_alt_del(api),
                     )
                     .await;
                 }

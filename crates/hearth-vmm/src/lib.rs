@@ -22,12 +22,14 @@ mod control;
 pub mod detect;
 pub mod error;
 pub mod firecracker;
+pub mod firecracker_api;
 mod handle;
 mod http;
 pub mod overlay;
 pub mod process;
 pub mod qemu;
 pub mod spec;
+mod state_dir;
 mod uds;
 pub mod vsock;
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::handle::VmHandle;
 use crate::process::{self, Spawn};
-use crate::{overlay, Accel, Error, Result, VmSpec, Vmm, VmmKind};
+use crate::{state_dir, Accel, Error, Result, VmSpec, Vmm, VmmKind};
 
 pub struct Qemu {
     pub qemu_bin: PathBuf,
@@ -102,34 +102,6 @@ pub(crate) fn qemu_args(spec: &VmSpec, accel: Accel, l: &Layout) -> Vec<String> 
     a
 }
 
-/// Creates the state dir and the overlay (unless reusing one), removing sockets a
-/// previous run of this VM left behind (binding would fail on them).
-pub(crate) fn prepare(spec: &VmSpec, overlay_path: &Path, sockets: &[&Path]) -> Result<()> {
-    std::fs::create_dir_all(&spec.state_dir).map_err(|e| Error::io(&spec.state_dir, e))?;
-    // Two VMMs on one overlay would corrupt it: refuse while a previous run lives.
-    if let Ok(old) = VmHandle::adopt(&spec.state_dir) {
-        if old.procs.iter().any(|p| p.is_alive()) {
-            return Err(Error::Spawn(format!(
-                "a VM is still running in {} (pids {:?})",
-                spec.state_dir.display(),
-                old.pids
-            )));
-        }
-    }
-    for s in sockets {
-        let _ = std::fs::remove_file(s);
-    }
-    match &spec.overlay {
-        Some(existing) if !existing.exists() => Err(Error::io(
-            existing,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "overlay to reuse is missing"),
-        )),
-        Some(_) => Ok(()),
-        None if overlay_path.exists() => Ok(()),
-        None => overlay::create(&spec.rootfs, overlay_path, spec.overlay_size_mib),
-    }
-}
-
 #[async_trait::async_trait]
 impl Vmm for Qemu {
     fn kind(&self) -> VmmKind {
@@ -141,7 +113,7 @@ impl Vmm for Qemu {
 
     async fn start(&self, spec: &VmSpec) -> Result<VmHandle> {
         let l = Layout::new(spec);
-        prepare(spec, &l.overlay, &[&l.vsock, &l.vhost])?;
+        state_dir::prepare(spec, &l.overlay, &[&l.vsock, &l.vhost])?;
         let log = spec.state_dir.join("vmm.log");
         let vhost = process::spawn(Spawn {
             role: "vhost-vsock",

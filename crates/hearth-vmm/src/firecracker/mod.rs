@@ -13,7 +13,8 @@
 //! snapshot records those names, so a VM restored in another directory opens its own
 //! overlay copy and binds its own socket ([`snapshot`]).
 //! Checked against Firecracker and its jailer v1.17.0-dev, nested (see scripts/nested.sh).
-pub mod api;
+/// The REST API types and calls, a module of their own so the handle can use them too.
+pub use crate::firecracker_api as api;
 pub mod snapshot;
 mod tap;
 
@@ -22,7 +23,7 @@ use std::time::Duration;
 
 use crate::handle::VmHandle;
 use crate::process::{self, ProcRecord, Spawn};
-use crate::{overlay, qemu, Accel, Error, Result, VmSpec, Vmm, VmmKind};
+use crate::{overlay, state_dir, Accel, Error, Result, VmSpec, Vmm, VmmKind};
 
 pub struct Firecracker {
     pub firecracker_bin: PathBuf,
@@ -262,7 +263,7 @@ impl Vmm for Firecracker {
             reset_jail(spec, &p)?;
         }
         std::fs::create_dir_all(&p.root).map_err(|e| Error::io(&p.root, e))?;
-        qemu::prepare(spec, &p.overlay, &[&p.api, &p.vsock])?;
+        state_dir::prepare(spec, &p.overlay, &[&p.api, &p.vsock])?;
         let (kernel, rootfs) = match &self.jailer {
             Some((_, uid, gid)) => self.link_into_jail(&p, spec, *uid, *gid)?,
             None => (spec.kernel.clone(), spec.rootfs.clone()),
@@ -290,7 +291,7 @@ impl Vmm for Firecracker {
 /// Empties the jail a previous run of this VM left (the jailer's copy of firecracker,
 /// its device nodes, sockets), keeping only the overlay disk: the jailer does not reuse
 /// a chroot, so a stopped jailed VM could not start again. Leaves a live VM alone
-/// (`qemu::prepare` then refuses the start).
+/// (`state_dir::prepare` then refuses the start).
 fn reset_jail(spec: &VmSpec, p: &Paths) -> Result<()> {
     let jail = spec.state_dir.join("jail");
     if !jail.exists() {

@@ -200,7 +200,7 @@ pub(crate) async fn restore(fc: &Firecracker, spec: &VmSpec, snap: &Snapshot) ->
     let p = fc.paths(spec);
     std::fs::create_dir_all(&p.root).map_err(|e| Error::io(&p.root, e))?;
     overlay::clone_sparse(&snap.overlay(), &p.overlay)?;
-    crate::qemu::prepare(spec, &p.overlay, &[&p.api, &p.vsock])?;
+    crate::state_dir::prepare(spec, &p.overlay, &[&p.api, &p.vsock])?;
     let (vmstate, memory) = match &fc.jailer {
         Some((_, uid, gid)) => {
             fc.link_into_jail(&p, spec, *uid, *gid)?;
