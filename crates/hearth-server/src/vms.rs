@@ -101,6 +101,16 @@ pub async fn destroy_vm(state: &AppState, id: &str) -> Result<()> {
     }
 }
 
+/// A VM as the API shows it: a deleted VM is gone (404), though its record stays (for
+/// `GET /v1/vms?state=deleted`, the job that used it, and reconciliation).
+pub async fn visible_vm(state: &AppState, id: &str) -> Result<VmRecord> {
+    let vm = state.store.vm(id).await?;
+    if vm.state == VmState::Deleted {
+        return Err(AppError::NotFound(format!("VM {id} was deleted")));
+    }
+    Ok(vm)
+}
+
 pub async fn stop_vm(state: &AppState, id: &str) -> Result<VmRecord> {
     state.store.vm(id).await?;
     owner::ask(state, id, Cmd::Stop).await

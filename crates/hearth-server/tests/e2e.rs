@@ -296,8 +296,9 @@ async fn vm_lifecycle_over_http() {
         !srv.data.join("vms").join(&vm).exists(),
         "state dir survives delete"
     );
-    let (_, v) = srv.call("GET", &format!("/v1/vms/{vm}"), None).await;
-    assert_eq!(v["state"], "deleted");
+    let (s, _) = srv.call("GET", &format!("/v1/vms/{vm}"), None).await;
+    assert_eq!(s, 404, "a deleted VM is gone");
+    assert_eq!(srv.listed_state(&vm).await, "deleted");
     let (s, v) = srv
         .call(
             "POST",
@@ -318,8 +319,9 @@ async fn ttl_destroys_the_vm() {
     let url = format!("/v1/vms/{vm}");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (_, v) = srv.call("GET", &url, None).await;
-        if v["state"] == "deleted" {
+        let (s, v) = srv.call("GET", &url, None).await;
+        if s == 404 {
+            assert_eq!(srv.listed_state(&vm).await, "deleted");
             break;
         }
         assert!(Instant::now() < deadline, "TTL never fired: {v}");
@@ -550,8 +552,7 @@ async fn concurrent_requests_on_one_vm() {
             assert!(code == "conflict" || code == "vm_unreachable", "{body}");
         }
     }
-    let (_, v) = srv.call("GET", &format!("/v1/vms/{vm}"), None).await;
-    assert_eq!(v["state"], "deleted");
+    assert_eq!(srv.listed_state(&vm).await, "deleted");
     assert!(pids.iter().all(|p| !alive(*p)));
     assert!(!tmp.path().join("vms").join(&vm).exists());
 }

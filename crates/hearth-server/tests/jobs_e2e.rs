@@ -97,9 +97,7 @@ impl Server {
     }
 
     async fn vm_state(&self, vm: &str) -> String {
-        let (s, v) = self.call("GET", &format!("/v1/vms/{vm}"), None).await;
-        assert_eq!(s, 200, "{v}");
-        v["state"].as_str().unwrap().to_string()
+        self.listed_state(vm).await
     }
 }
 

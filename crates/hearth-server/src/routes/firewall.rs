@@ -9,9 +9,9 @@ use utoipa_axum::routes;
 use super::openapi::{Conflict, NotFound};
 use super::Valid;
 use crate::error::Result;
-use crate::network;
 use crate::owner::{self, Cmd};
 use crate::AppState;
+use crate::{network, vms};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -36,7 +36,8 @@ async fn set_allowlist(
     Ok(axum::Json(network::firewall_view(&state, &vm).await?))
 }
 
-/// The stored allowlist and, while the VM runs, the host ruleset enforcing it.
+/// The stored allowlist and, while the VM runs, the host ruleset enforcing it; 404 once
+/// the VM was deleted.
 #[utoipa::path(get, path = "/v1/vms/{id}/firewall", tag = "network", params(("id" = String, Path, format = Uuid, description = "The VM's id.")),
     responses((status = 200, description = "The VM's network.", body = FirewallView),
               (status = 404, response = NotFound)))]
@@ -44,6 +45,6 @@ async fn get_firewall(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<FirewallView>> {
-    let vm = state.store.vm(&id).await?;
+    let vm = vms::visible_vm(&state, &id).await?;
     Ok(axum::Json(network::firewall_view(&state, &vm).await?))
 }

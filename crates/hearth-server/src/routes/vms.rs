@@ -53,14 +53,16 @@ async fn list_vms(
     }))
 }
 
+/// One VM; 404 once it was deleted (its record stays in `GET /v1/vms?state=deleted`).
 #[utoipa::path(get, path = "/v1/vms/{id}", tag = "vms", params(("id" = String, Path, format = Uuid, description = "The VM's id.")),
     responses((status = 200, description = "The VM.", body = Vm),
               (status = 404, response = NotFound)))]
 async fn get_vm(State(state): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<Vm>> {
-    Ok(axum::Json(state.store.vm(&id).await?.vm))
+    Ok(axum::Json(vms::visible_vm(&state, &id).await?.vm))
 }
 
-/// Destroys the VM: processes, sockets, overlay and state dir. Its record stays, `deleted`.
+/// Destroys the VM: processes, sockets, overlay and state dir. From then on the VM's
+/// routes answer 404; its record stays, `deleted`, in the list.
 #[utoipa::path(delete, path = "/v1/vms/{id}", tag = "vms", params(("id" = String, Path, format = Uuid, description = "The VM's id.")),
     responses((status = 204, description = "Destroyed."),
               (status = 404, response = NotFound)))]
@@ -98,7 +100,7 @@ async fn console_log(
     Path(id): Path<String>,
     ValidQuery(q): ValidQuery<ConsoleQuery>,
 ) -> Result<axum::Json<ConsoleLog>> {
-    state.store.vm(&id).await?;
+    vms::visible_vm(&state, &id).await?;
     let n = q.tail.unwrap_or(100) as usize;
     let dir = state.config.vms_dir().join(&id);
     let path = hearth_vmm::VmHandle::adopt(&dir)
@@ -139,7 +141,7 @@ async fn call_history(
     Path(id): Path<String>,
     ValidQuery(q): ValidQuery<HistoryQuery>,
 ) -> Result<axum::Json<CallHistory>> {
-    state.store.vm(&id).await?;
+    vms::visible_vm(&state, &id).await?;
     let limit = q.limit.unwrap_or(50).into();
     Ok(axum::Json(CallHistory {
         calls: state.store.list_calls(&id, limit).await?,

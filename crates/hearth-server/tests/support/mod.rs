@@ -124,6 +124,19 @@ impl Server {
         (status, v)
     }
 
+    /// A VM's state as `GET /v1/vms` lists it (a deleted VM's own routes answer 404).
+    pub async fn listed_state(&self, vm: &str) -> String {
+        let (s, list) = self.call("GET", "/v1/vms", None).await;
+        assert_eq!(s, 200, "{list}");
+        let found = list["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["id"] == vm);
+        let found = found.unwrap_or_else(|| panic!("VM {vm} is not listed: {list}"));
+        found["state"].as_str().unwrap().to_string()
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
