@@ -48,7 +48,18 @@ step "QEMU/KVM in a nested VM (scripts/nested.sh: real KVM under an emulated AMD
 nested_started=$(date +%s)
 # It takes about 6 minutes; a wedged outer VM (seen once in many runs, by hand) must
 # not eat CI's 90.
-NESTED_TIMEOUT=1800 bash scripts/nested.sh bash scripts/nested/suite.sh || status=1
+# The emulated SVM under TCG is itself unstable: CI once saw the outer kernel die
+# ("stack guard page was hit" in qemu-system-x86) and a nested guest exit mid-boot after
+# an XSAVE size mismatch in the emulated CPUID. Neither is our code, so a failed run gets
+# one more try, loudly; a real regression fails both.
+nested_status=0
+NESTED_TIMEOUT=1800 bash scripts/nested.sh bash scripts/nested/suite.sh || nested_status=$?
+if [ "$nested_status" -ne 0 ]; then
+  echo "nested: attempt 1 failed (status $nested_status); once more, from a fresh outer VM" >&2
+  nested_status=0
+  NESTED_TIMEOUT=1800 bash scripts/nested.sh bash scripts/nested/suite.sh || nested_status=$?
+fi
+[ "$nested_status" -eq 0 ] || status=1
 echo "nested QEMU/KVM suites took $(($(date +%s) - nested_started)) s" >&2
 
 step "checking that no VM outlived the tests"
