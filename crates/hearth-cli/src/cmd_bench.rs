@@ -15,6 +15,9 @@ pub enum Command {
         n: usize,
         #[arg(long)]
         json: bool,
+        /// Boot this image instead of the default one (say, a template, to compare).
+        #[arg(long, default_value = "default")]
+        image: String,
     },
     /// In one VM: N `true` execs through the agent vs N raw vsock echo round trips.
     Exec {
@@ -38,7 +41,8 @@ pub async fn main(cmd: Command) -> anyhow::Result<i32> {
     let image = cmd_run::default_image_dir();
     match cmd {
         Command::Jobs(a) => return crate::cmd_bench_jobs::main(a).await,
-        Command::Boot { n, json } => {
+        Command::Boot { n, json, image } => {
+            let image = cmd_run::image_dir(&image)?;
             let mut boot = Vec::with_capacity(n);
             let mut rss = Vec::with_capacity(n);
             for _ in 0..n.max(1) {

@@ -1,6 +1,8 @@
-//! `hearth image build|ls`: guest images under `$HEARTH_DATA_DIR/images/`.
+//! `hearth image build|import|ls`: guest images under `$HEARTH_DATA_DIR/images/`.
 
-use hearth_image::{BuildOptions, Image};
+use std::path::PathBuf;
+
+use hearth_image::{BuildOptions, CustomOptions, Image};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -10,6 +12,16 @@ pub enum Command {
         /// Image name (a directory under the images dir).
         #[arg(long, default_value = "default")]
         name: String,
+        /// Debian packages to install on top of the tree (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        packages: Vec<String>,
+        /// Setup script, run as root chrooted in the image tree after the packages,
+        /// with the host's network.
+        #[arg(long = "run", value_name = "SCRIPT")]
+        script: Option<PathBuf>,
+        /// Build on this image's tree instead of the default one.
+        #[arg(long, value_name = "IMAGE")]
+        from: Option<String>,
         /// Print the manifest as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -24,10 +36,30 @@ pub enum Command {
 
 pub async fn main(cmd: Command) -> anyhow::Result<i32> {
     match cmd {
-        Command::Build { name, json } => {
-            let opts = BuildOptions { name, quiet: false };
+        Command::Build {
+            name,
+            packages,
+            script,
+            from,
+            json,
+        } => {
+            let custom = !packages.is_empty() || script.is_some() || from.is_some();
             // The build runs tools for minutes; keep it off the async workers.
-            let image = tokio::task::spawn_blocking(move || hearth_image::build(&opts)).await??;
+            let image = tokio::task::spawn_blocking(move || {
+                if custom {
+                    let packages = packages.into_iter().filter(|p| !p.is_empty()).collect();
+                    hearth_image::custom::build(&CustomOptions {
+                        name,
+                        packages,
+                        script,
+                        from,
+                        quiet: false,
+                    })
+                } else {
+                    hearth_image::build(&BuildOptions { name, quiet: false })
+                }
+            })
+            .await??;
             if json {
                 println!("{}", serde_json::to_string_pretty(&image.manifest)?);
             } else {

@@ -42,6 +42,9 @@ pub struct Args {
     /// Print the structured result (RunResponse) as JSON instead of streaming output.
     #[arg(long)]
     json: bool,
+    /// Image to boot (a name under the images dir).
+    #[arg(long, default_value = "default")]
+    image: String,
     /// Command and arguments to execute directly (after `--`).
     #[arg(last = true, value_name = "CMD")]
     cmd: Vec<String>,
@@ -100,6 +103,14 @@ pub(crate) fn default_image_dir() -> PathBuf {
     hearth_image::paths::image_dir("default")
 }
 
+/// The directory of the image `name`, refusing names that are not one path component.
+pub(crate) fn image_dir(name: &str) -> anyhow::Result<PathBuf> {
+    if !hearth_image::paths::valid_name(name) {
+        bail!("bad image name {name:?}: use letters, digits, '-', '_' and '.'");
+    }
+    Ok(hearth_image::paths::image_dir(name))
+}
+
 /// State dirs of local (server-less) VMs: `HEARTH_RUN_DIR`, default
 /// `$HEARTH_DATA_DIR/run` — kept apart from the server's `vms/` so neither side mistakes
 /// the other's VMs for leftovers.
@@ -138,6 +149,7 @@ pub(crate) fn spec_for(image_dir: &Path, vcpus: u8, memory_mib: u32) -> anyhow::
     }
     let id = new_id("run");
     let mut spec = VmSpec::new(id.clone(), kernel, rootfs, run_dir().join(&id));
+    spec.layers = hearth_image::layers_of(image_dir);
     spec.vcpus = vcpus;
     spec.memory_mib = memory_mib;
     Ok(spec)
@@ -183,7 +195,7 @@ pub async fn main(args: Args) -> anyhow::Result<i32> {
             bail!("--upload {}: not a directory", dir.display());
         }
     }
-    let spec = spec_for(&default_image_dir(), args.vcpus, args.memory)?;
+    let spec = spec_for(&image_dir(&args.image)?, args.vcpus, args.memory)?;
     let (vm, _) = tokio::select! {
         r = boot(&spec) => r?,
         _ = interrupted() => {

@@ -183,6 +183,7 @@ pub fn build(opts: &BuildOptions) -> Result<Image> {
             hearth_agent: agent_sha,
             assembly,
         },
+        origin: Default::default(),
     };
     manifest::write_manifest(&tmp, &m)?;
     util::publish_dir(&tmp, &dir)?;
@@ -206,6 +207,17 @@ fn assemble(
         make_rootfs(&tree, &rootfs_img)
     })?;
     util::remove_dir_all_if_exists(&tree)?;
+    finish_files(progress, out, kernel)
+}
+
+/// Next to a finished `rootfs.ext4` in `out`: the overlay template and the kernel, then
+/// sizes and hashes for the manifest.
+pub(crate) fn finish_files(
+    progress: &Progress,
+    out: &Path,
+    kernel: &kernel::Kernel,
+) -> Result<(Sizes, Hashes)> {
+    let rootfs_img = out.join(manifest::ROOTFS);
     let overlay = out.join(manifest::OVERLAY);
     progress.step("assemble: overlay template", || {
         make_overlay_template(&overlay)
@@ -259,7 +271,7 @@ fn stage_tree(base: &Path, tree: &Path, bins: &Path) -> Result<()> {
 }
 
 /// Allocated bytes and entry count of a tree, counting hard-linked files once.
-fn tree_usage(root: &Path) -> Result<(u64, u64)> {
+pub(crate) fn tree_usage(root: &Path) -> Result<(u64, u64)> {
     let mut seen = HashSet::new();
     let (mut bytes, mut entries) = (0u64, 0u64);
     let mut stack = vec![root.to_path_buf()];
@@ -284,25 +296,43 @@ fn tree_usage(root: &Path) -> Result<(u64, u64)> {
 /// the minimum: the base is mounted read-only and never grows.
 fn make_rootfs(tree: &Path, img: &Path) -> Result<()> {
     let (bytes, entries) = tree_usage(tree)?;
+    let mut cmd = Command::new("mkfs.ext4");
+    cmd.args(MKFS_ROOT_ARGS);
+    make_rootfs_with(cmd, bytes, entries, tree, img)
+}
+
+/// `mkfs.ext4` options of every read-only rootfs; `-N`, `-d DIR IMG` follow.
+pub(crate) const MKFS_ROOT_ARGS: [&str; 10] = [
+    "-q",
+    "-F",
+    "-L",
+    "hearth-root",
+    "-m",
+    "0",
+    "-O",
+    "^has_journal",
+    "-E",
+    "root_owner=0:0",
+];
+
+/// Sizes `img` for `bytes` in `entries` files generously, runs `mkfs` (a `mkfs.ext4
+/// MKFS_ROOT_ARGS` command, possibly wrapped) with `-N inodes -d dir img` appended, then
+/// shrinks it to the minimum: the base is mounted read-only and never grows.
+pub(crate) fn make_rootfs_with(
+    mut mkfs: Command,
+    bytes: u64,
+    entries: u64,
+    dir: &Path,
+    img: &Path,
+) -> Result<()> {
     let size = (bytes + bytes / 4 + 128 * MIB).div_ceil(MIB) * MIB;
     let inodes = entries + entries / 4 + 4096;
     let f = std::fs::File::create(img).map_err(|e| Error::io(img, e))?;
     f.set_len(size).map_err(|e| Error::io(img, e))?;
     drop(f);
     util::run(
-        Command::new("mkfs.ext4")
-            .args([
-                "-q",
-                "-F",
-                "-L",
-                "hearth-root",
-                "-m",
-                "0",
-                "-O",
-                "^has_journal",
-            ])
-            .args(["-N", &inodes.to_string(), "-E", "root_owner=0:0", "-d"])
-            .arg(tree)
+        mkfs.args(["-N", &inodes.to_string(), "-d"])
+            .arg(dir)
             .arg(img),
     )?;
     fsck(img)?;
@@ -311,7 +341,7 @@ fn make_rootfs(tree: &Path, img: &Path) -> Result<()> {
 }
 
 /// e2fsck exit 1 means "fixed something", which for a fresh image is fine.
-fn fsck(img: &Path) -> Result<()> {
+pub(crate) fn fsck(img: &Path) -> Result<()> {
     match util::run(Command::new("e2fsck").args(["-f", "-y"]).arg(img)) {
         Err(Error::Command { status, .. }) if status.ends_with("status: 1") => Ok(()),
         other => other.map(drop),

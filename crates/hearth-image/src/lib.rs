@@ -4,6 +4,8 @@
 //! warm rebuild only re-assembles when the guest binaries change.
 
 pub mod assemble;
+pub mod compose;
+pub mod custom;
 mod error;
 pub mod kernel;
 pub mod manifest;
@@ -12,6 +14,10 @@ pub mod rootfs;
 mod util;
 
 pub use assemble::{build, find_guest_bins, BuildOptions};
+pub use custom::CustomOptions;
 pub use error::{Error, Result};
-pub use manifest::{list_images, open_image, read_manifest, Image, Manifest};
+pub use manifest::{
+    children_of, layers_of, list_images, open_image, read_manifest, Image, Kind, Manifest,
+    MAX_LAYERS,
+};
 pub use paths::{cache_dir, data_dir, image_dir, images_dir, vms_dir};

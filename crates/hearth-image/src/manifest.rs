@@ -11,6 +11,24 @@ pub const MANIFEST: &str = "manifest.json";
 pub const VMLINUX: &str = "vmlinux";
 pub const ROOTFS: &str = "rootfs.ext4";
 pub const OVERLAY: &str = "overlay.ext4";
+/// Deepest stack of template layers an image may have (see [`Origin::layers`]). Each
+/// layer is one more read-only virtio-blk disk; eight leave room on every VMM's bus.
+pub const MAX_LAYERS: usize = hearth_proto::image::MAX_LAYERS;
+
+/// How an image came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// `hearth image build` without packages or a script: the default tree.
+    #[default]
+    Base,
+    /// Debian packages and/or a setup script on top of another tree.
+    Custom,
+    /// Unpacked from an OCI image or a `docker save` archive.
+    Oci,
+    /// A running VM's writes, captured as read-only layers over its image.
+    Template,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -21,6 +39,49 @@ pub struct Manifest {
     pub sizes: Sizes,
     pub sha256: Hashes,
     pub inputs: Inputs,
+    /// What the image was made from beyond the default tree; absent in older manifests.
+    #[serde(flatten)]
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Origin {
+    #[serde(default)]
+    pub kind: Kind,
+    /// The image this one was made from (`--from`, or the VM's image for a template).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// Debian packages installed on top of the parent tree, as asked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<String>,
+    /// sha256 of the setup script run at build time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script_sha256: Option<String>,
+    /// Cache keys of the directory trees the rootfs was made from, top first
+    /// (`layer:<key>`, `base:<key>`, `oci:<key>`); lets `--from` reuse them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tree: Vec<String>,
+    /// Template layers: file names in the image dir, newest first. Each is an ext4 disk
+    /// whose `upper/` is stacked read-only over the rootfs (OverlayFS lower layers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<String>,
+    /// `Env`, `WorkingDir` and `User` from an OCI image's config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<hearth_proto::ImageConfig>,
+    /// Where an OCI image came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oci: Option<OciSource>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OciSource {
+    /// `oci-layout`, `oci-archive` or `docker-save`.
+    pub format: String,
+    /// Digest of the image manifest (for `docker-save`: of its config).
+    pub digest: String,
+    pub layers: usize,
+    /// Entries skipped while unpacking (device nodes), so nothing is dropped silently.
+    pub skipped: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,6 +135,32 @@ impl Image {
     pub fn overlay_template(&self) -> PathBuf {
         self.dir.join(OVERLAY)
     }
+    /// Template layer disks, newest first.
+    pub fn layers(&self) -> Vec<PathBuf> {
+        self.manifest
+            .origin
+            .layers
+            .iter()
+            .map(|l| self.dir.join(l))
+            .collect()
+    }
+}
+
+/// The template layers of the image in `dir` (newest first); none when the directory
+/// has no manifest (an image uploaded through the API) or it names none.
+pub fn layers_of(dir: &Path) -> Vec<PathBuf> {
+    read_manifest(dir)
+        .map(|m| m.origin.layers.iter().map(|l| dir.join(l)).collect())
+        .unwrap_or_default()
+}
+
+/// Images under `images` whose manifest names `name` as their parent.
+pub fn children_of(images: &Path, name: &str) -> Result<Vec<String>> {
+    Ok(list_images_in(images)?
+        .into_iter()
+        .filter(|i| i.manifest.origin.parent.as_deref() == Some(name))
+        .map(|i| i.manifest.name)
+        .collect())
 }
 
 pub fn read_manifest(dir: &Path) -> Result<Manifest> {
@@ -163,6 +250,7 @@ mod tests {
                 hearth_agent: "g".into(),
                 assembly: "x".into(),
             },
+            origin: Origin::default(),
         }
     }
 
@@ -193,6 +281,30 @@ mod tests {
             open_image_in(d.path(), "../x"),
             Err(Error::BadName(_))
         ));
+    }
+
+    #[test]
+    fn old_manifests_read_as_base_images_and_children_are_found() {
+        let d = tempfile::tempdir().unwrap();
+        let mut json = serde_json::to_value(sample("old")).unwrap();
+        json.as_object_mut().unwrap().remove("kind");
+        let m: Manifest = serde_json::from_value(json).unwrap();
+        assert_eq!(m.origin, Origin::default());
+        for (name, parent) in [("base", None), ("t1", Some("base")), ("t2", Some("t1"))] {
+            let dir = d.path().join(name);
+            std::fs::create_dir(&dir).unwrap();
+            let mut m = sample(name);
+            m.origin.parent = parent.map(str::to_string);
+            m.origin.layers = vec!["layer-a.ext4".into()];
+            write_manifest(&dir, &m).unwrap();
+        }
+        assert_eq!(children_of(d.path(), "base").unwrap(), ["t1"]);
+        assert!(children_of(d.path(), "t2").unwrap().is_empty());
+        assert_eq!(
+            layers_of(&d.path().join("t1")),
+            [d.path().join("t1/layer-a.ext4")]
+        );
+        assert!(layers_of(&d.path().join("nope")).is_empty());
     }
 
     #[test]

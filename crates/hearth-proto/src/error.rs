@@ -25,6 +25,8 @@ pub enum ProtoError {
     BadDepth(u32, u32),
     #[error("pty size {0}x{1} is outside 1..={2} in either direction")]
     BadPtySize(u16, u16, u16),
+    #[error("freeze timeout_ms {0} is outside 1..={1}")]
+    BadFreezeTimeout(u64, u64),
 }
 
 pub type Result<T, E = ProtoError> = std::result::Result<T, E>;

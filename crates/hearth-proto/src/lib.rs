@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod error;
 pub mod files;
+pub mod image;
 pub mod lang;
 pub mod net;
 pub mod paths;
@@ -17,6 +18,7 @@ pub mod schema;
 pub use agent::*;
 pub use error::{ErrorBody, ErrorCode, ErrorDetail, ProtoError, Result};
 pub use files::*;
+pub use image::{ImageConfig, IMAGE_CONFIG_PATH};
 pub use lang::Language;
 pub use net::GuestNet;
 pub use process::*;

@@ -18,6 +18,9 @@ pub const FILES: &str = "/files";
 pub const FILES_WATCH: &str = "/files/watch";
 /// `GET` lists, `POST` starts.
 pub const PROCESSES: &str = "/processes";
+/// `POST` freezes the per-VM disk's file system (`FIFREEZE`), `FS_THAW` thaws it.
+pub const FS_FREEZE: &str = "/fs/freeze";
+pub const FS_THAW: &str = "/fs/thaw";
 
 /// What follows `/processes/{pid}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -254,6 +254,11 @@ impl Owner {
             Some(n) => Some(network::setup(&self.state, vm, n).await?),
             None => None,
         };
+        // Template layers live next to the rootfs, named by the image's manifest.
+        let layers = std::path::Path::new(&rootfs)
+            .parent()
+            .map(hearth_image::layers_of)
+            .unwrap_or_default();
         let spec = VmSpec {
             id: self.id.clone(),
             kernel: kernel.into(),
@@ -263,6 +268,7 @@ impl Owner {
             state_dir: self.state_dir(),
             overlay,
             overlay_size_mib: self.state.config.defaults.overlay_size_mib,
+            layers,
             net: net.as_ref().map(network::attachment),
             extra_cmdline: vec![],
         };

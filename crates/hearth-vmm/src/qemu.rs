@@ -85,6 +85,18 @@ pub(crate) fn qemu_args(spec: &VmSpec, accel: Accel, l: &Layout) -> Vec<String> 
         "-device",
         "virtio-blk-device,drive=overlay",
     ]);
+    // Template layers after the overlay: /dev/vdc is the newest.
+    for (i, layer) in spec.layers.iter().enumerate() {
+        push(&[
+            "-drive",
+            &format!(
+                "id=layer{i},file={},format=raw,if=none,readonly=on",
+                opt_path(layer)
+            ),
+            "-device",
+            &format!("virtio-blk-device,drive=layer{i}"),
+        ]);
+    }
     push(&[
         "-chardev",
         &format!("socket,id=vc,path={}", opt_path(&l.vhost)),
@@ -199,5 +211,22 @@ mod tests {
             "commas escaped: {args}"
         );
         assert!(!args.contains("-netdev"));
+        assert!(!args.contains("drive=layer"));
+    }
+
+    #[test]
+    fn layers_follow_the_overlay_read_only() {
+        let mut spec = VmSpec::new("x", "/k".into(), "/r".into(), "/s".into());
+        spec.layers = vec!["/t/new.ext4".into(), "/t/old.ext4".into()];
+        let args = qemu_args(&spec, Accel::Tcg, &Layout::new(&spec)).join(" ");
+        let over = args.find("drive=overlay").unwrap();
+        let new = args
+            .find("file=/t/new.ext4,format=raw,if=none,readonly=on")
+            .unwrap();
+        let old = args
+            .find("file=/t/old.ext4,format=raw,if=none,readonly=on")
+            .unwrap();
+        assert!(over < new && new < old, "{args}");
+        assert!(args.contains("hearth.layers=2"));
     }
 }

@@ -133,6 +133,10 @@ pub struct VmSpec {
     pub overlay: Option<PathBuf>,
     /// Size of a fresh overlay disk (sparse).
     pub overlay_size_mib: u32,
+    /// Template layer disks, newest first, attached read-only after the overlay
+    /// (`/dev/vdc`, `/dev/vdd`, ...) and announced with `hearth.layers=N`; shared by
+    /// every VM of the template.
+    pub layers: Vec<PathBuf>,
     pub net: Option<NetAttachment>,
     /// Extra words for the kernel command line.
     pub extra_cmdline: Vec<String>,
@@ -159,14 +163,18 @@ impl VmSpec {
             state_dir,
             overlay: None,
             overlay_size_mib: 1024,
+            layers: Vec::new(),
             net: None,
             extra_cmdline: Vec::new(),
         }
     }
 
-    /// The full kernel command line: base, network setting, extra words.
+    /// The full kernel command line: base, layers, network setting, extra words.
     pub fn cmdline(&self) -> String {
         let mut words = vec![BASE_CMDLINE.to_string()];
+        if !self.layers.is_empty() {
+            words.push(hearth_proto::image::layers_cmdline(self.layers.len()));
+        }
         if let Some(net) = &self.net {
             words.push(net.guest.to_cmdline());
         }
@@ -222,5 +230,11 @@ mod tests {
         assert!(spec
             .cmdline()
             .ends_with(" hearth.net=172.30.0.2/30,172.30.0.1,172.30.0.1 quiet"));
+        spec.layers = vec!["l1".into(), "l0".into()];
+        assert!(
+            spec.cmdline().contains(" hearth.layers=2 "),
+            "{}",
+            spec.cmdline()
+        );
     }
 }

@@ -117,6 +117,22 @@ impl Firecracker {
         Ok((kernel, rootfs))
     }
 
+    /// Template layers, linked into the jail like the rootfs when there is one.
+    fn layers_for(&self, p: &Paths, spec: &VmSpec) -> Result<Vec<PathBuf>> {
+        if self.jailer.is_none() {
+            return Ok(spec.layers.clone());
+        }
+        let mut out = Vec::new();
+        for (i, l) in spec.layers.iter().enumerate() {
+            let dst = p.root.join(format!("layer{i}.ext4"));
+            if !dst.exists() {
+                link_or_copy(l, &dst)?;
+            }
+            out.push(dst);
+        }
+        Ok(out)
+    }
+
     /// A jailed Firecracker opens its TAP as the jail uid: hand the TAP to it.
     fn own_tap(&self, spec: &VmSpec) -> Result<()> {
         match (&self.jailer, &spec.net) {
@@ -179,6 +195,7 @@ impl Firecracker {
         p: &Paths,
         kernel: &Path,
         rootfs: &Path,
+        layers: &[PathBuf],
     ) -> Result<()> {
         let inside = |x: &Path| p.inside(x);
         api::put(
@@ -199,19 +216,24 @@ impl Firecracker {
             },
         )
         .await?;
-        // Attach order is device order: rootfs first (/dev/vda), overlay second (/dev/vdb).
-        for (id, path, ro) in [
-            ("rootfs", rootfs, true),
-            ("overlay", p.overlay.as_path(), false),
-        ] {
+        // Attach order is device order: rootfs first (/dev/vda), overlay second
+        // (/dev/vdb), then the template layers, newest first, read-only.
+        let mut drives = vec![
+            ("rootfs".to_string(), rootfs.to_path_buf(), true),
+            ("overlay".to_string(), p.overlay.clone(), false),
+        ];
+        for (i, l) in layers.iter().enumerate() {
+            drives.push((format!("layer{i}"), l.clone(), true));
+        }
+        for (id, path, ro) in &drives {
             api::put(
                 &p.api,
                 &format!("/drives/{id}"),
                 &api::Drive {
-                    drive_id: id.into(),
+                    drive_id: id.clone(),
                     path_on_host: inside(path),
                     is_root_device: false,
-                    is_read_only: ro,
+                    is_read_only: *ro,
                 },
             )
             .await?;
@@ -268,11 +290,12 @@ impl Vmm for Firecracker {
             Some((_, uid, gid)) => self.link_into_jail(&p, spec, *uid, *gid)?,
             None => (spec.kernel.clone(), spec.rootfs.clone()),
         };
+        let layers = self.layers_for(&p, spec)?;
         self.own_tap(spec)?;
         let (handle, vmm) = self.launch(spec, &p)?;
         let configured = async {
             process::wait_for_path(&p.api, &vmm, Duration::from_secs(10)).await?;
-            self.configure(spec, &p, &kernel, &rootfs).await
+            self.configure(spec, &p, &kernel, &rootfs, &layers).await
         };
         match configured.await {
             Ok(()) => Ok(handle),
