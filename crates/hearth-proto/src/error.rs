@@ -105,6 +105,12 @@ pub enum ErrorCode {
     AgentUnreachable,
     /// 503: a facility the request needs is unavailable on this host right now.
     Unavailable,
+    /// 422: the VM's image has no such runtime (an OCI image without Python, say); `exec`
+    /// still works.
+    RuntimeMissing,
+    /// 422: the VM's image has no `nft`, so the in-guest firewall cannot be set (the
+    /// host's egress rules still apply).
+    FirewallUnavailable,
     /// 500: anything else that failed on the serving side.
     Internal,
     /// A code this build does not know, kept verbatim.
@@ -113,7 +119,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code this build knows, in documentation order.
-    pub const KNOWN: [ErrorCode; 16] = [
+    pub const KNOWN: [ErrorCode; 18] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -129,6 +135,8 @@ impl ErrorCode {
         ErrorCode::VmmError,
         ErrorCode::AgentUnreachable,
         ErrorCode::Unavailable,
+        ErrorCode::RuntimeMissing,
+        ErrorCode::FirewallUnavailable,
         ErrorCode::Internal,
     ];
 
@@ -149,6 +157,8 @@ impl ErrorCode {
             ErrorCode::VmmError => "vmm_error",
             ErrorCode::AgentUnreachable => "agent_unreachable",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::RuntimeMissing => "runtime_missing",
+            ErrorCode::FirewallUnavailable => "firewall_unavailable",
             ErrorCode::Internal => "internal",
             ErrorCode::Other(s) => s,
         }

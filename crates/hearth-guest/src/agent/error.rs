@@ -37,6 +37,10 @@ pub enum AgentError {
     Jail(#[from] JailError),
     #[error("{0}")]
     Internal(String),
+    /// The image lacks what the endpoint needs (a runtime, `nft`): valid request,
+    /// wrong image.
+    #[error("{message}")]
+    Unavailable { code: ErrorCode, message: String },
 }
 
 impl AgentError {
@@ -52,6 +56,7 @@ impl AgentError {
             Self::Fs(e) => e.status(),
             Self::Conflict(_) => 409,
             Self::Jail(_) | Self::Internal(_) => 500,
+            Self::Unavailable { .. } => 422,
         }
     }
 
@@ -69,6 +74,7 @@ impl AgentError {
             Self::Fs(e) => e.code(),
             Self::Conflict(_) => ErrorCode::Conflict,
             Self::Jail(_) | Self::Internal(_) => ErrorCode::Internal,
+            Self::Unavailable { code, .. } => code.clone(),
         };
         let message = match self {
             Self::Helper { message, .. } => message.clone(),

@@ -9,7 +9,8 @@ use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
 use super::http::{self as h, Body};
-use super::{base_env, AgentError, Result, State};
+use super::image::user_env;
+use super::{AgentError, Result, State};
 use crate::archive::WorkspacePath;
 use crate::jail::{self, ExecSpec, JailError, OutputSink, SpawnSpec};
 use rustix::fs::OFlags;
@@ -33,7 +34,7 @@ pub async fn handle(
         spawn: SpawnSpec {
             program,
             args,
-            env: base_env(req.env),
+            env: user_env(&state.config, req.env),
             cwd,
             ..Default::default()
         },
@@ -73,9 +74,10 @@ pub fn timeout(ms: Option<u64>) -> Duration {
 /// as the run endpoints answer a missing `path`), not a failed exec, and the root agent
 /// never follows a path the user controls.
 pub async fn resolve_cwd(state: &State, cwd: Option<&str>) -> Result<String> {
-    // The workspace itself always exists: no check on the hot path of a plain exec.
+    // The default (the workspace, or the image's WorkingDir) was checked at start: no
+    // check on the hot path of a plain exec.
     let Some(c) = cwd else {
-        return Ok(hearth_proto::WORKSPACE.to_string());
+        return Ok(state.config.default_cwd.clone());
     };
     let p = WorkspacePath::parse(c).map_err(|e| AgentError::Invalid(format!("cwd {c:?}: {e}")))?;
     let inside = p.to_string();

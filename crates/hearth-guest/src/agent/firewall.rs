@@ -109,7 +109,19 @@ pub async fn handle(state: &State, req: hyper::Request<Incoming>) -> Result<Resp
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| AgentError::Internal(format!("starting {}: {e}", state.config.nft)))?;
+        .map_err(|e| match e.kind() {
+            // An image without nftables (an OCI image, say) boots and serves everything
+            // else; the host's egress rules still judge its traffic.
+            std::io::ErrorKind::NotFound => AgentError::Unavailable {
+                code: hearth_proto::ErrorCode::FirewallUnavailable,
+                message: format!(
+                    "this image has no {}: the in-guest firewall is unavailable (the host's \
+                     egress rules still apply)",
+                    state.config.nft
+                ),
+            },
+            _ => AgentError::Internal(format!("starting {}: {e}", state.config.nft)),
+        })?;
     let mut stdin = child.stdin.take().expect("piped");
     let _ = stdin.write_all(script.as_bytes()).await;
     drop(stdin);

@@ -42,8 +42,10 @@ mod exec;
 mod fileops;
 mod files;
 mod firewall;
+mod freeze;
 pub mod helper;
 mod http;
+pub mod image;
 mod listen;
 mod processes;
 mod route;
@@ -83,6 +85,11 @@ pub struct Config {
     pub max_file_bytes: u64,
     /// Output bytes kept per process.
     pub process_output_keep: usize,
+    /// What the image asks of user processes (see [`image`]).
+    pub image: hearth_proto::ImageConfig,
+    /// Working directory of exec, runs and processes that name none, as the jail sees
+    /// it; from the image's `WorkingDir` (see [`image::default_cwd`]).
+    pub default_cwd: String,
 }
 
 impl Default for Config {
@@ -96,6 +103,8 @@ impl Default for Config {
             nft: "/usr/sbin/nft".into(),
             max_file_bytes: hearth_proto::DEFAULT_MAX_FILE_BYTES,
             process_output_keep: hearth_proto::DEFAULT_PROCESS_OUTPUT_KEEP,
+            image: Default::default(),
+            default_cwd: hearth_proto::WORKSPACE.into(),
         }
     }
 }
@@ -170,6 +179,8 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bod
         R::ProcessStdin(pid) => processes::stdin(&state, pid, req).await,
         R::ProcessSignal(pid) => processes::signal(&state, pid, req).await,
         R::ProcessAttach(pid) => attach::handle(&state, pid, req).await,
+        R::Freeze => freeze::freeze(req).await,
+        R::Thaw => freeze::thaw().await,
     }
 }
 

@@ -17,7 +17,8 @@ use tokio::sync::mpsc;
 
 use super::exec::{reject_nul, resolve_cwd};
 use super::http::{self as h, Body};
-use super::{base_env, client_gone, AgentError, Result, State};
+use super::image::user_env;
+use super::{client_gone, AgentError, Result, State};
 use crate::jail::{JailError, SpawnSpec};
 use crate::procs::{self, Process, StartSpec, Stdin, VEOF};
 
@@ -59,7 +60,7 @@ pub async fn start(state: &State, req: hyper::Request<Incoming>) -> Result<Respo
         spawn: SpawnSpec {
             program: program.clone(),
             args,
-            env: base_env(env),
+            env: user_env(&state.config, env),
             cwd,
             ..Default::default()
         },

@@ -31,6 +31,8 @@ pub enum Route {
     ProcessStdin(u32),
     ProcessSignal(u32),
     ProcessAttach(u32),
+    Freeze,
+    Thaw,
 }
 
 pub fn parse(method: &Method, path: &str) -> Result<Route> {
@@ -53,6 +55,8 @@ pub fn parse(method: &Method, path: &str) -> Result<Route> {
         paths::FILES => vec![(M::DELETE, Delete)],
         paths::FILES_WATCH => vec![(M::GET, Watch)],
         paths::PROCESSES => vec![(M::GET, ProcessList), (M::POST, ProcessStart)],
+        paths::FS_FREEZE => vec![(M::POST, Freeze)],
+        paths::FS_THAW => vec![(M::POST, Thaw)],
         other => match ProcessPath::parse(other) {
             Some((pid, ProcessPath::Itself)) => {
                 vec![(M::GET, ProcessGet(pid)), (M::DELETE, ProcessKill(pid))]

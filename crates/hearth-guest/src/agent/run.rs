@@ -27,7 +27,8 @@ use hyper::body::Incoming;
 
 use super::exec::{run_or_report, stream_run, timeout};
 use super::http::{self as h, Body};
-use super::{base_env, AgentError, Result, State};
+use super::image::{has_program, user_env};
+use super::{AgentError, Result, State};
 use crate::archive::WorkspacePath;
 use crate::jail::{ExecSpec, OutputSink, SpawnSpec};
 
@@ -116,6 +117,7 @@ pub async fn handle(
     req.validate()?;
     super::exec::reject_nul(req.args.iter().chain(req.path.iter()))?;
     let env = req.env_pairs()?;
+    check_runtime(state, rt, &env)?;
     let dir = RunDir::create(state)?;
 
     let (main, mode) = match (&req.code, &req.path) {
@@ -142,21 +144,21 @@ pub async fn handle(
                 args.push("--input-type=module".into());
             }
             args.push(main);
-            (cfg.node.clone(), args, base_env(env))
+            (cfg.node.clone(), args, user_env(cfg, env))
         }
         Runtime::Python => {
             let wrapper = dir.write("wrapper.py", PYTHON_WRAPPER)?;
             (
                 cfg.python.clone(),
                 vec!["-u".into(), wrapper, main, mode.into()],
-                base_env(env),
+                user_env(cfg, env),
             )
         }
         Runtime::Deno => {
             let prelude = dir.write("prelude.ts", DENO_PRELUDE)?;
             let args = deno_args(&req, &dir.inside, &env, prelude, main);
             // Deno reads this itself; user code cannot see it without an --allow-env for it.
-            let mut e = base_env(env);
+            let mut e = user_env(cfg, env);
             e.push(("DENO_NO_UPDATE_CHECK".into(), "1".into()));
             (cfg.deno.clone(), args, e)
         }
@@ -168,7 +170,7 @@ pub async fn handle(
             program,
             args,
             env,
-            cwd: hearth_proto::WORKSPACE.into(),
+            cwd: cfg.default_cwd.clone(),
             ..Default::default()
         },
         // Inline code for Node and Deno goes in on stdin (see the module docs).
@@ -188,6 +190,33 @@ pub async fn handle(
     }
     let exec = run_or_report(&jail, spec, OutputSink::Capture).await?;
     Ok(h::json(200, &finish(exec, &dir)))
+}
+
+/// An image without the runtime (an OCI image without Python, say) answers with a
+/// clear 422 naming it, before anything is created; `exec` still works there.
+fn check_runtime(state: &State, rt: Runtime, env: &[(String, String)]) -> Result<()> {
+    let cfg = &state.config;
+    let (name, endpoint, cmd) = match rt {
+        Runtime::Node => ("Node.js", "/run-js", &cfg.node),
+        Runtime::Python => ("Python", "/run-python", &cfg.python),
+        Runtime::Deno => ("Deno", "/run-ts", &cfg.deno),
+    };
+    let full = user_env(cfg, env.iter().cloned());
+    let path = full
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str());
+    if has_program(&state.jail, path, cmd) {
+        return Ok(());
+    }
+    Err(AgentError::Unavailable {
+        code: hearth_proto::ErrorCode::RuntimeMissing,
+        message: format!(
+            "this image has no {name}: {cmd:?} is not on the PATH ({}), so {endpoint} cannot run; \
+             use /exec, or an image with {name}",
+            path.unwrap_or(crate::jail::JAIL_PATH)
+        ),
+    })
 }
 
 /// Deno's permissions: [`DENO_READS`] and [`DENO_WRITES`], plus writing this run's

@@ -20,7 +20,7 @@ const USAGE: &str = "usage: hearth-agent [--listen vsock:PORT|unix:PATH|tcp:127.
     [--cgroup DIR] [--cgroup-require memory,pids] [--pids-max N] [--memory-reserve-mib N]
     [--deno CMD] [--node CMD] [--python CMD] [--nft CMD]
     [--output-cap BYTES] [--max-upload-entries N] [--max-upload-bytes N]
-    [--max-file-bytes N] [--process-output-keep BYTES]";
+    [--max-file-bytes N] [--process-output-keep BYTES] [--image-config PATH]";
 
 /// Threads that do file operations as uid 1000; each job is short (no byte copying).
 const USER_THREADS: usize = 4;
@@ -29,6 +29,7 @@ struct Options {
     listen: Vec<Listen>,
     jail: JailConfig,
     config: Config,
+    image_config: PathBuf,
 }
 
 fn parse(args: Vec<String>) -> Result<Options, String> {
@@ -43,8 +44,11 @@ fn parse(args: Vec<String>) -> Result<Options, String> {
             gid: hearth_proto::USER_GID,
             tmp_size: "256m".into(),
             cgroup: CgroupConfig::default(),
+            expose: Vec::new(),
+            user_name: "user".into(),
         },
         config: Config::default(),
+        image_config: hearth_proto::IMAGE_CONFIG_PATH.into(),
     };
     let mut it = args.into_iter();
     while let Some(flag) = it.next() {
@@ -78,6 +82,7 @@ fn parse(args: Vec<String>) -> Result<Options, String> {
             "--max-upload-bytes" => o.config.upload_limits.max_bytes = number(value()?)?,
             "--max-file-bytes" => o.config.max_file_bytes = number(value()?)?,
             "--process-output-keep" => o.config.process_output_keep = number(value()?)? as usize,
+            "--image-config" => o.image_config = value()?.into(),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -87,6 +92,11 @@ fn parse(args: Vec<String>) -> Result<Options, String> {
     }
     if o.listen.is_empty() {
         o.listen.push(Listen::Vsock(hearth_proto::AGENT_PORT));
+    }
+    o.config.image = agent::image::load(&o.image_config);
+    o.jail.expose = o.config.image.expose.clone();
+    if let Some(name) = o.config.image.login_name() {
+        o.jail.user_name = name;
     }
     Ok(o)
 }
@@ -131,6 +141,8 @@ fn main() -> ExitCode {
         }
     };
     eprintln!("hearth-agent: {}", jail.cgroups.summary());
+    let mut opts = opts;
+    opts.config.default_cwd = agent::image::default_cwd(&jail, &opts.config.image);
     let workspace = match Workspace::open(&jail.host_path(hearth_proto::WORKSPACE)) {
         Ok(w) => Arc::new(w),
         Err(e) => {

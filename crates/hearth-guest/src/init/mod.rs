@@ -1,5 +1,6 @@
 //! `hearth-init`, PID 1 of every guest. Boot: mount the kernel filesystems, stack an
-//! OverlayFS (read-only base `/dev/vda` + per-VM `/dev/vdb`) and pivot into it, set up
+//! OverlayFS (read-only base `/dev/vda`, template layers `/dev/vdc`.. if any, per-VM
+//! `/dev/vdb` on top) and pivot into it, set up
 //! `/dev`, `/tmp`, `/workspace`, cgroup v2, hostname and network, harden the kernel's
 //! settings ([`harden`]), then supervise the agent and reap orphans until told to power
 //! off. Pure decisions live in `mounts::plan_*`,
@@ -7,6 +8,7 @@
 
 pub mod cmdline;
 pub mod harden;
+pub mod layers;
 pub mod log;
 pub mod mounts;
 pub mod net;
@@ -44,17 +46,22 @@ fn boot() -> Result<(), String> {
     // Before the agent exists, so it inherits the exemption too.
     harden::exempt_from_oom().map_err(|e| format!("oom_score_adj of init: {e}"))?;
     let upper = mounts::mount_upper(OVERLAY_DEVICE)?;
-    mounts::apply(&mounts::plan_overlay(upper))?;
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let layers = hearth_proto::image::layers_from_cmdline(&cmdline)?;
+    layers::mount_all(layers)?;
+    mounts::apply(&mounts::plan_overlay(upper, layers))?;
     mounts::pivot(mounts::NEW_ROOT)?;
     say("pivot_root into overlay done");
     mounts::apply(&mounts::plan_final())?;
+    if upper == mounts::Upper::Disk {
+        mounts::mount_freeze_point(OVERLAY_DEVICE);
+    }
     mounts::make_workspace()?;
     harden::apply_sysctls(Path::new("/proc/sys"))?;
 
     if let Err(e) = nix::unistd::sethostname(HOSTNAME) {
         say(&format!("warning: sethostname: {e}"));
     }
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     net::setup(&cmdline);
     say(&format!(
         "boot done in {} ms (uptime {})",

@@ -14,6 +14,9 @@ use super::say;
 pub const STAGING: &str = "/run/hearth";
 pub const UPPER_MNT: &str = "/run/hearth/ovl";
 pub const NEW_ROOT: &str = "/run/hearth/root";
+/// The per-VM disk mounted a second time after `pivot_root` (same superblock), so the
+/// agent can freeze it (`FIFREEZE`) while the host copies the disk for a template.
+pub const FREEZE_MNT: &str = "/run/hearth/upper";
 pub const WORKSPACE: &str = "/workspace";
 pub const HOME: &str = "/home/user";
 pub const USER_ID: u32 = 1000;
@@ -117,12 +120,13 @@ pub fn plan_early() -> Vec<Step> {
     ]
 }
 
-/// Upper/work dirs on the mounted upper filesystem, then the overlay itself with the
-/// whole base root as its lower layer.
-pub fn plan_overlay(_upper: Upper) -> Vec<Step> {
+/// Upper/work dirs on the mounted upper filesystem, then the overlay itself over the
+/// `layers` template layers (see [`super::layers`]) and the whole base root.
+pub fn plan_overlay(_upper: Upper, layers: usize) -> Vec<Step> {
     let upper = format!("{UPPER_MNT}/upper");
     let work = format!("{UPPER_MNT}/work");
-    let data = format!("lowerdir=/,upperdir={upper},workdir={work}");
+    let lower = super::layers::lowerdir(layers);
+    let data = format!("lowerdir={lower},upperdir={upper},workdir={work}");
     vec![
         mkdir(&upper, 0o755),
         mkdir(&work, 0o755),
@@ -233,14 +237,42 @@ pub fn apply(steps: &[Step]) -> Result<(), String> {
     Ok(())
 }
 
-/// Mounts the per-VM disk for the overlay's upper layer, falling back to RAM so a
-/// missing or unformatted disk degrades the VM instead of killing it.
-pub fn mount_upper(device: &str) -> Result<Upper, String> {
-    // virtio probing normally finishes before init runs; the wait covers slow hosts.
+pub(crate) fn mkdir_mode(path: &str, mode: u32) -> Result<(), String> {
+    apply(&[mkdir(path, mode)])
+}
+
+/// virtio probing normally finishes before init runs; the wait covers slow hosts.
+pub(crate) fn wait_for_device(device: &str) {
     let deadline = Instant::now() + Duration::from_secs(3);
     while !Path::new(device).exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// After `pivot_root`: the per-VM disk again at [`FREEZE_MNT`], for the agent. A
+/// failure only costs templates of a running VM (a stopped VM can still be captured).
+pub fn mount_freeze_point(device: &str) {
+    let r = mkdir_mode(FREEZE_MNT, 0o700).and_then(|_| {
+        mount(
+            Some(device),
+            FREEZE_MNT,
+            Some("ext4"),
+            MsFlags::MS_NOATIME | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None::<&str>,
+        )
+        .map_err(|e| e.to_string())
+    });
+    if let Err(e) = r {
+        say(&format!(
+            "warning: {device} at {FREEZE_MNT}: {e}; fs freeze unavailable"
+        ));
+    }
+}
+
+/// Mounts the per-VM disk for the overlay's upper layer, falling back to RAM so a
+/// missing or unformatted disk degrades the VM instead of killing it.
+pub fn mount_upper(device: &str) -> Result<Upper, String> {
+    wait_for_device(device);
     match mount(
         Some(device),
         UPPER_MNT,
@@ -366,7 +398,7 @@ mod tests {
 
     #[test]
     fn overlay_uses_base_as_lower_and_disk_for_upper_and_work() {
-        let plan = plan_overlay(Upper::Disk);
+        let plan = plan_overlay(Upper::Disk, 0);
         assert_dirs_exist_before_use(&plan, &[UPPER_MNT, NEW_ROOT]);
         let data = plan
             .iter()
@@ -388,6 +420,11 @@ mod tests {
             "lowerdir=/,upperdir=/run/hearth/ovl/upper,workdir=/run/hearth/ovl/work"
         );
         assert_eq!(targets(&plan), [NEW_ROOT]);
+        let layered = plan_overlay(Upper::Disk, 1);
+        assert!(layered
+            .iter()
+            .any(|s| matches!(s, Step::Mount { data: Some(d), .. }
+            if d.starts_with("lowerdir=/run/hearth/layers/0/upper:/,upperdir="))));
     }
 
     #[test]

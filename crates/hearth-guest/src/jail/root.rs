@@ -18,6 +18,21 @@ pub const AGENT_IN_JAIL: &str = "/opt/hearth/bin/hearth-agent";
 
 /// Top-level host directories shared read-only with the jail.
 const SYSTEM_DIRS: &[&str] = &["usr", "bin", "sbin", "lib", "lib64", "lib32", "libx32"];
+/// Top-level names the jail builds itself: an image may not expose its own there.
+pub const RESERVED_DIRS: &[&str] = &[
+    "etc",
+    "dev",
+    "proc",
+    "sys",
+    "tmp",
+    "run",
+    "var",
+    "root",
+    "home",
+    "workspace",
+    "opt",
+    ".hearth",
+];
 /// `/etc` entries programs need for name resolution, TLS, the loader and a few tools.
 /// Anything else, `shadow` in particular, stays out.
 const ETC_ENTRIES: &[&str] = &[
@@ -64,6 +79,11 @@ pub struct JailConfig {
     pub tmp_size: String,
     /// Where user code's cgroups live, and their limits.
     pub cgroup: CgroupConfig,
+    /// More top-level directories shown read-only, like `/usr` (an OCI image's `/app`);
+    /// names in [`RESERVED_DIRS`] or with a `/` are skipped.
+    pub expose: Vec<String>,
+    /// uid 1000's login name in the jail's `/etc/passwd`.
+    pub user_name: String,
 }
 
 /// A built jail; cheap to clone and share. Every process [`super::spawn`] starts gets
@@ -137,7 +157,19 @@ impl Jail {
             Some("mode=0755,size=16m"),
         )?;
 
-        for d in SYSTEM_DIRS {
+        let exposed = cfg.expose.iter().map(String::as_str).filter(|d| {
+            let ok = !d.is_empty()
+                && !d.contains('/')
+                && *d != "."
+                && *d != ".."
+                && !RESERVED_DIRS.contains(d)
+                && !SYSTEM_DIRS.contains(d);
+            if !ok {
+                eprintln!("hearth-agent: not exposing {d:?} in the jail (reserved or not a name)");
+            }
+            ok
+        });
+        for d in SYSTEM_DIRS.iter().copied().chain(exposed) {
             let host = Path::new("/").join(d);
             let inside = root.join(d);
             match fs::symlink_metadata(&host) {
@@ -154,7 +186,7 @@ impl Jail {
             }
         }
 
-        Self::build_etc(root)?;
+        Self::build_etc(root, &cfg.user_name)?;
         Self::build_dev(root)?;
 
         let proc_dir = root.join("proc");
@@ -247,15 +279,17 @@ impl Jail {
         })
     }
 
-    fn build_etc(root: &Path) -> Result<()> {
+    fn build_etc(root: &Path, user: &str) -> Result<()> {
         let etc = root.join("etc");
         let io = |what: &str| JailError::io(format!("{what} in {}", etc.display()));
         fs::create_dir(&etc).map_err(io("creating /etc"))?;
-        let passwd = "root:x:0:0:root:/root:/bin/sh\n\
-                      user:x:1000:1000:user:/workspace:/bin/sh\n\
-                      nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
+        let passwd = format!(
+            "root:x:0:0:root:/root:/bin/sh\n\
+             {user}:x:1000:1000:{user}:/workspace:/bin/sh\n\
+             nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+        );
         fs::write(etc.join("passwd"), passwd).map_err(io("writing passwd"))?;
-        let group = "root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n";
+        let group = format!("root:x:0:\n{user}:x:1000:\nnogroup:x:65534:\n");
         fs::write(etc.join("group"), group).map_err(io("writing group"))?;
         symlink("/proc/self/mounts", etc.join("mtab")).map_err(io("linking mtab"))?;
         for name in ETC_ENTRIES {

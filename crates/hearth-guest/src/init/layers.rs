@@ -1,0 +1,73 @@
+//! Template layers: read-only disks after the overlay disk (`hearth.layers=N` on the
+//! kernel command line, `/dev/vdc` the newest), each an ext4 whose `upper/` directory
+//! is a captured overlay upper. They stack as OverlayFS lower layers, newest first,
+//! over the base root; whiteouts and opaque directories in them work as in any lower.
+
+use nix::mount::{mount, MsFlags};
+
+use super::mounts::{mkdir_mode, wait_for_device, STAGING};
+use super::say;
+
+pub const LAYERS_DIR: &str = "/run/hearth/layers";
+
+/// Where layer `i` is mounted.
+pub fn mount_point(i: usize) -> String {
+    format!("{LAYERS_DIR}/{i}")
+}
+
+/// The `lowerdir=` value: every layer's `upper/`, newest first, then the base root.
+pub fn lowerdir(n: usize) -> String {
+    let mut parts: Vec<String> = (0..n)
+        .map(|i| format!("{}/upper", mount_point(i)))
+        .collect();
+    parts.push("/".into());
+    parts.join(":")
+}
+
+/// Mounts the `n` layer disks read-only. A layer that cannot be mounted is fatal: a VM
+/// of a template without the template's files would be wrong without saying so.
+pub fn mount_all(n: usize) -> Result<(), String> {
+    if n == 0 {
+        return Ok(());
+    }
+    debug_assert!(LAYERS_DIR.starts_with(STAGING));
+    mkdir_mode(LAYERS_DIR, 0o700)?;
+    for i in 0..n {
+        let dev = hearth_proto::image::layer_device(i);
+        let target = mount_point(i);
+        mkdir_mode(&target, 0o755)?;
+        wait_for_device(&dev);
+        let flags =
+            MsFlags::MS_RDONLY | MsFlags::MS_NOATIME | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        // noload: the host checked the file system; never replay a journal on a shared disk.
+        mount(
+            Some(dev.as_str()),
+            target.as_str(),
+            Some("ext4"),
+            flags,
+            Some("noload"),
+        )
+        .map_err(|e| format!("mount template layer {i} ({dev}): {e}"))?;
+        if !std::path::Path::new(&format!("{target}/upper")).is_dir() {
+            return Err(format!(
+                "template layer {i} ({dev}) has no upper/ directory"
+            ));
+        }
+    }
+    say(&format!("{n} template layer(s) mounted"));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lowers_are_newest_first_then_the_base() {
+        assert_eq!(lowerdir(0), "/");
+        assert_eq!(
+            lowerdir(2),
+            "/run/hearth/layers/0/upper:/run/hearth/layers/1/upper:/"
+        );
+    }
+}
