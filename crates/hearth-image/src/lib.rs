@@ -9,6 +9,7 @@ pub mod custom;
 mod error;
 pub mod kernel;
 pub mod manifest;
+pub mod oci;
 pub mod paths;
 pub mod rootfs;
 mod util;
@@ -20,4 +21,5 @@ pub use manifest::{
     children_of, layers_of, list_images, open_image, read_manifest, Image, Kind, Manifest,
     MAX_LAYERS,
 };
+pub use oci::ImportOptions;
 pub use paths::{cache_dir, data_dir, image_dir, images_dir, vms_dir};
