@@ -251,6 +251,67 @@ pub fn open_layer(path: &Path) -> Result<Box<dyn Read>> {
 mod tests {
     use super::*;
 
+    /// Names written raw, so `..` survives.
+    fn add(b: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]) {
+        let mut h = tar::Header::new_old();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append(&h, data).unwrap();
+    }
+
+    #[test]
+    fn docker_save_archives_are_read() {
+        let d = tempfile::tempdir().unwrap();
+        let mut layer = tar::Builder::new(Vec::new());
+        add(&mut layer, "etc/hello", b"hi");
+        let layer = layer.into_inner().unwrap();
+        let config =
+            br#"{"architecture":"amd64","os":"linux","config":{"Env":["A=1"],"WorkingDir":"/srv"},
+            "rootfs":{"type":"layers","diff_ids":[]},"container_config":{"Hostname":"x"}}"#;
+        let mut ar = tar::Builder::new(Vec::new());
+        add(&mut ar, "abc123.json", config);
+        add(&mut ar, "deadbeef/layer.tar", &layer);
+        add(
+            &mut ar,
+            "manifest.json",
+            br#"[{"Config":"abc123.json","RepoTags":["x:1"],"Layers":["deadbeef/layer.tar"]}]"#,
+        );
+        add(&mut ar, "../../escape", b"ignored");
+        let src = d.path().join("save.tar");
+        std::fs::write(&src, ar.into_inner().unwrap()).unwrap();
+        let (format, root) = stage(&src, &d.path().join("scratch")).unwrap();
+        assert_eq!(format, Format::DockerSave);
+        assert!(!d.path().join("escape").exists());
+        let r = resolve(format, &root).unwrap();
+        assert_eq!(r.layers.len(), 1);
+        let env = r.config.config().as_ref().unwrap().env().clone().unwrap();
+        assert_eq!(env, ["A=1"]);
+        assert!(r.digest.starts_with("sha256:"));
+        let mut t = tar::Archive::new(open_layer(&r.layers[0]).unwrap());
+        let names: Vec<String> = t
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert_eq!(names, ["etc/hello"]);
+    }
+
+    #[test]
+    fn tampered_blobs_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("blobs/sha256")).unwrap();
+        let hex = "0".repeat(64);
+        std::fs::write(d.path().join("blobs/sha256").join(&hex), b"not the content").unwrap();
+        let desc: Descriptor = serde_json::from_value(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": format!("sha256:{hex}"), "size": 15}))
+        .unwrap();
+        let e = blob(d.path(), &desc).unwrap_err().to_string();
+        assert!(e.contains("does not match"), "{e}");
+    }
+
     #[test]
     fn archive_names_are_plain() {
         for ok in [
