@@ -12,6 +12,7 @@ pub mod manifest;
 pub mod oci;
 pub mod paths;
 pub mod rootfs;
+pub mod template;
 mod util;
 
 pub use assemble::{build, find_guest_bins, BuildOptions};

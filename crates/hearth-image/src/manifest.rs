@@ -218,7 +218,7 @@ pub fn list_images_in(images: &Path) -> Result<Vec<Image>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn sample(name: &str) -> Manifest {

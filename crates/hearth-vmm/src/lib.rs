@@ -30,6 +30,7 @@ pub mod process;
 pub mod qemu;
 pub mod spec;
 mod state_dir;
+pub mod template;
 mod uds;
 pub mod vsock;
 

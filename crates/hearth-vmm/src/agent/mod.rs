@@ -13,6 +13,7 @@
 //! upgraded WebSocket) instead of the typed calls.
 
 pub mod files;
+mod freeze;
 mod ndjson;
 pub mod process;
 
