@@ -48,6 +48,10 @@ pub enum ValidationError {
         "image name {name:?} must be 1-64 characters of [A-Za-z0-9._-], not starting with '.'"
     )]
     ImageName { name: String },
+    #[error("invalid Debian package {name:?}: a lowercase package name, optionally =VERSION")]
+    PackageName { name: String },
+    #[error("the setup script is {len} bytes, more than {max}")]
+    SetupScriptTooLarge { len: usize, max: usize },
     #[error("key name {name:?} must be 1-{MAX_KEY_NAME} characters")]
     KeyName { name: String },
     #[error("max_retries {value} is above {MAX_RETRIES}")]

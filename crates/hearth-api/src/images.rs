@@ -81,6 +81,100 @@ pub struct CreateImage {
         pattern = r"^(?![\s\S]*\n)[A-Za-z0-9_-][A-Za-z0-9._-]*$"
     )]
     pub name: String,
+    /// Debian packages (`name` or `name=version`) to install on top of the default tree
+    /// (or of `from`'s). With `packages`, `script` or `from` the image is built, as
+    /// `hearth image build` does, and the answer comes when it is built.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 256)]
+    pub packages: Vec<PackageName>,
+    /// Setup script (text), run by `/bin/sh -e` as root in the image tree at build time,
+    /// after the packages, with the host's network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 1048576)]
+    pub script: Option<String>,
+    /// Build on this image's tree instead of the default one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^(?![\s\S]*\n)[A-Za-z0-9_-][A-Za-z0-9._-]*$"
+    )]
+    pub from: Option<String>,
+}
+
+/// A Debian package name, optionally `=version`: nothing apt could read as an option.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PackageName(pub String);
+
+impl utoipa::PartialSchema for PackageName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(2))
+            .max_length(Some(256))
+            .pattern(Some(
+                r"^[a-z0-9][a-z0-9+.-]{1,127}(=[A-Za-z0-9.+~:-]{1,127})?$",
+            ))
+            .description(Some("A Debian package name, optionally `=VERSION`."))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for PackageName {}
+
+/// Largest setup script `POST /v1/images` takes.
+pub const MAX_SETUP_SCRIPT: usize = 1024 * 1024;
+
+impl CreateImage {
+    /// Whether this request builds an image rather than creating an empty one.
+    pub fn is_build(&self) -> bool {
+        !self.packages.is_empty() || self.script.is_some() || self.from.is_some()
+    }
+}
+
+/// The rule of [`PackageName`] (the image builder applies the same one before apt).
+pub fn check_package(p: &str) -> Result<(), ValidationError> {
+    let (name, version) = match p.split_once('=') {
+        Some((n, v)) => (n, Some(v)),
+        None => (p, None),
+    };
+    let name_ok = (2..=128).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '+' | '-' | '.'));
+    let version_ok = version.is_none_or(|v| {
+        !v.is_empty()
+            && v.len() <= 127
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '~' | ':' | '-'))
+    });
+    if name_ok && version_ok {
+        Ok(())
+    } else {
+        Err(ValidationError::PackageName { name: p.into() })
+    }
+}
+
+/// `POST /v1/vms/{id}/template`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTemplate {
+    /// Name of the new image; the same rule as [`CreateImage::name`].
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^(?![\s\S]*\n)[A-Za-z0-9_-][A-Za-z0-9._-]*$"
+    )]
+    pub name: String,
+}
+
+impl Validate for CreateTemplate {
+    fn validate(&self, _: &Limits) -> Result<(), ValidationError> {
+        check_name(&self.name)
+    }
 }
 
 /// Whether `name` may name an image (it becomes a directory name).
@@ -100,6 +194,21 @@ pub fn check_name(name: &str) -> Result<(), ValidationError> {
 
 impl Validate for CreateImage {
     fn validate(&self, _: &Limits) -> Result<(), ValidationError> {
-        check_name(&self.name)
+        check_name(&self.name)?;
+        for p in &self.packages {
+            check_package(&p.0)?;
+        }
+        if let Some(from) = &self.from {
+            check_name(from)?;
+        }
+        match &self.script {
+            Some(s) if s.is_empty() => Err(ValidationError::EmptyScript),
+            Some(s) if s.len() > MAX_SETUP_SCRIPT => Err(ValidationError::SetupScriptTooLarge {
+                len: s.len(),
+                max: MAX_SETUP_SCRIPT,
+            }),
+            Some(s) if s.contains('\0') => Err(ValidationError::Nul { field: "script" }),
+            _ => Ok(()),
+        }
     }
 }

@@ -38,6 +38,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Delete an image through the server (`hearth serve`), which refuses (409) while
+    /// VMs or other images use it, naming them.
+    Rm {
+        #[command(flatten)]
+        c: crate::client::ClientArgs,
+        name: String,
+    },
     /// List built images.
     Ls {
         /// Print manifests as a JSON array.
@@ -66,6 +73,7 @@ pub async fn main(cmd: Command) -> anyhow::Result<i32> {
                         script,
                         from,
                         quiet: false,
+                        images_dir: None,
                     })
                 } else {
                     hearth_image::build(&BuildOptions { name, quiet: false })
@@ -91,6 +99,11 @@ pub async fn main(cmd: Command) -> anyhow::Result<i32> {
             } else {
                 print_table(&[image]);
             }
+        }
+        Command::Rm { c, name } => {
+            crate::client::Client::new(&c)?
+                .delete(&format!("/v1/images/{name}"))
+                .await?;
         }
         Command::Ls { json } => {
             let images = hearth_image::list_images()?;

@@ -60,6 +60,15 @@ pub enum Command {
         #[command(flatten)]
         net: NetArgs,
     },
+    /// Make an image of the VM's writes (a read-only layer over its image; a running
+    /// VM is frozen for the copy). `hearth vm create --image NAME` boots it.
+    Template {
+        #[command(flatten)]
+        c: ClientArgs,
+        id: String,
+        /// Name of the new image.
+        name: String,
+    },
     /// List VMs.
     Ls {
         #[command(flatten)]
@@ -267,6 +276,19 @@ pub async fn main(cmd: Command) -> anyhow::Result<i32> {
                     Some(r) => println!("host rules:\n{r}"),
                     None => println!("host rules: none (the VM is not running)"),
                 }
+            }
+        }
+        Command::Template { c, id, name } => {
+            let img: hearth_api::images::Image = Client::new(&c)?
+                .post(
+                    &format!("/v1/vms/{id}/template"),
+                    &serde_json::json!({ "name": name }),
+                )
+                .await?;
+            if c.json {
+                print_json(&img);
+            } else {
+                println!("{}", img.name);
             }
         }
         Command::Ls { c, state, all } => {

@@ -63,6 +63,8 @@ impl Tree {
 /// What a stacked image is made of, besides its tree.
 pub struct Stacked<'a> {
     pub name: &'a str,
+    /// Where images live (`paths::images_dir()` unless a server says otherwise).
+    pub images_dir: &'a Path,
     pub tree: &'a Tree,
     pub versions: Versions,
     pub rootfs_base: String,
@@ -89,7 +91,7 @@ pub fn publish(s: Stacked<'_>, progress: &Progress) -> Result<Image> {
         ("init", init_sha.as_bytes()),
         ("agent", agent_sha.as_bytes()),
     ]);
-    let dir = paths::image_dir(s.name);
+    let dir = s.images_dir.join(s.name);
     if let Ok(m) = manifest::read_manifest(&dir) {
         let files_there = [manifest::VMLINUX, manifest::ROOTFS, manifest::OVERLAY]
             .iter()

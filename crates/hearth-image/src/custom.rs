@@ -25,6 +25,8 @@ pub struct CustomOptions {
     /// Image whose tree to build on; the default tree when `None`.
     pub from: Option<String>,
     pub quiet: bool,
+    /// Where images live; `paths::images_dir()` when `None`.
+    pub images_dir: Option<PathBuf>,
 }
 
 /// A Debian package name, optionally `=version`: nothing apt could read as an option.
@@ -82,7 +84,7 @@ struct Parent {
     rootfs_base: String,
 }
 
-fn parent(from: Option<&str>, progress: &Progress) -> Result<Parent> {
+fn parent(images: &Path, from: Option<&str>, progress: &Progress) -> Result<Parent> {
     let Some(name) = from else {
         let base = rootfs::ensure(progress)?;
         return Ok(Parent {
@@ -100,7 +102,7 @@ fn parent(from: Option<&str>, progress: &Progress) -> Result<Parent> {
             rootfs_base: base.info.key,
         });
     };
-    let img = crate::open_image(name)?;
+    let img = crate::manifest::open_image_in(images, name)?;
     let m = &img.manifest;
     let keys = match m.origin.kind {
         Kind::Base => vec![format!("base:{}", m.inputs.rootfs_base)],
@@ -208,7 +210,11 @@ pub fn build(opts: &CustomOptions) -> Result<Image> {
         Some(s) => Some(util::sha256_file(s)?),
         None => None,
     };
-    let parent = parent(opts.from.as_deref(), &progress)?;
+    let images = opts
+        .images_dir
+        .clone()
+        .unwrap_or_else(crate::paths::images_dir);
+    let parent = parent(&images, opts.from.as_deref(), &progress)?;
     let key = layer_key(&parent.tree.keys, &opts.packages, script_sha.as_deref());
     let upper = ensure_layer(
         &parent.tree,
@@ -236,6 +242,7 @@ pub fn build(opts: &CustomOptions) -> Result<Image> {
     compose::publish(
         Stacked {
             name: &opts.name,
+            images_dir: &images,
             tree: &tree,
             versions,
             rootfs_base: parent.rootfs_base,

@@ -199,16 +199,25 @@ where
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// Deletes an image (409 while a VM uses it). Files are removed only when they live in
-/// our images dir; a built-in image's files belong to whoever set `KERNEL_PATH`.
+/// Deletes an image (409 while a VM uses it or another image was made from it, naming
+/// them). Files are removed only when they live in our images dir; a built-in image's
+/// files belong to whoever set `KERNEL_PATH`.
 pub async fn delete_image(state: &AppState, id: &str) -> Result<()> {
     let img = state.store.image(id).await?;
     let users = state.store.vms_using_image(&img.id).await?;
-    if !users.is_empty() {
+    let children = crate::image_ops::children(state, &img.name);
+    if !users.is_empty() || !children.is_empty() {
+        let mut by = Vec::new();
+        if !users.is_empty() {
+            by.push(format!("VM(s) {}", users.join(", ")));
+        }
+        if !children.is_empty() {
+            by.push(format!("image(s) {}", children.join(", ")));
+        }
         return Err(AppError::Conflict(format!(
-            "image {} is in use by VM(s) {}",
+            "image {} is in use by {}",
             img.name,
-            users.join(", ")
+            by.join(" and ")
         )));
     }
     state.store.delete_image(&img.id).await?;

@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod image_ops;
 pub mod images;
 pub mod jobs;
 pub mod metrics;

@@ -27,6 +27,9 @@ pub enum Cmd {
     Handle(Reply<VmHandle>),
     /// Replace a running VM's allowlist (host rules, store, guest rules).
     Firewall(NetworkSpec, Reply<VmRecord>),
+    /// Copy the VM's overlay disk to the path for a template (running: frozen for the
+    /// copy; stopped: as it is), serialised with stop and delete.
+    Capture(std::path::PathBuf, Reply<()>),
 }
 
 /// How often the owner checks that a running VM's processes are still there.
@@ -132,6 +135,7 @@ impl Owner {
                 Cmd::Destroy(r) => drop(r.send(Err(err()))),
                 Cmd::Handle(r) => drop(r.send(Err(err()))),
                 Cmd::Firewall(_, r) => drop(r.send(Err(err()))),
+                Cmd::Capture(_, r) => drop(r.send(Err(err()))),
             }
         }
     }
@@ -178,6 +182,29 @@ impl Owner {
                 let _ = reply.send(self.firewall(&spec).await);
                 false
             }
+            Cmd::Capture(dest, reply) => {
+                let _ = reply.send(self.capture(&dest).await);
+                false
+            }
+        }
+    }
+
+    async fn capture(&self, dest: &std::path::Path) -> Result<()> {
+        let vm = self.record().await?;
+        match (&self.handle, vm.state) {
+            (Some(h), VmState::Running) => {
+                let frozen = hearth_vmm::template::capture_running(h, dest).await?;
+                tracing::info!(vm = %self.id, frozen_ms = frozen.as_millis() as u64, "overlay captured");
+                Ok(())
+            }
+            (_, VmState::Stopped) => {
+                let disk = VmHandle::adopt(&self.state_dir())?.overlay_path;
+                Ok(hearth_vmm::template::capture_stopped(&disk, dest)?)
+            }
+            (_, s) => Err(AppError::Conflict(format!(
+                "VM {} is {s}; only running or stopped VMs can become templates",
+                self.id
+            ))),
         }
     }
 

@@ -174,6 +174,7 @@ fn import_in(opts: &ImportOptions, scratch: &Path, progress: &Progress) -> Resul
     compose::publish(
         Stacked {
             name: &opts.name,
+            images_dir: &paths::images_dir(),
             tree: &tree,
             versions: Versions {
                 kernel: String::new(),

@@ -1,14 +1,15 @@
-//! Image routes: list, create, upload kernel/rootfs (streamed to disk), set default, delete.
+//! Image routes: list, create (empty, or built from packages/script/parent), upload
+//! kernel/rootfs (streamed to disk), set default, delete, and templates of VMs.
 
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use hearth_api::images::{CreateImage, Image, ImageList};
+use hearth_api::images::{CreateImage, CreateTemplate, Image, ImageList};
 use hearth_api::schema::NonEmptyBinary;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::openapi::{Conflict, InvalidRequest, NotFound};
+use super::openapi::{Conflict, InvalidRequest, NotFound, Unavailable};
 use super::Valid;
 use crate::error::{AppError, Result};
 use crate::{images, AppState};
@@ -20,6 +21,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(put_kernel))
         .routes(routes!(put_rootfs))
         .routes(routes!(set_default_image))
+        .routes(routes!(template))
 }
 
 /// Images by name; picks up images `hearth image build` finished since the server started.
@@ -32,15 +34,45 @@ async fn list_images(State(state): State<AppState>) -> Result<axum::Json<ImageLi
     }))
 }
 
-/// Creates an empty image; upload its kernel and rootfs next.
+/// With only a `name`: creates an empty image; upload its kernel and rootfs next. With
+/// `packages`, `script` or `from`: builds the image (as `hearth image build`) and answers
+/// when it is built, one build at a time; past 20 minutes the answer is a 503 and the
+/// build goes on (the image appears in the list when done).
 #[utoipa::path(post, path = "/v1/images", tag = "images", request_body = CreateImage,
-    responses((status = 201, description = "Created, not ready yet.", body = Image),
-              (status = 409, response = Conflict)))]
+    responses((status = 201, description = "Created (not ready yet), or built.", body = Image),
+              (status = 409, response = Conflict),
+              (status = 503, response = Unavailable)))]
 async fn create_image(
     State(state): State<AppState>,
     Valid(req): Valid<CreateImage>,
 ) -> Result<(StatusCode, axum::Json<Image>)> {
-    let img = images::create_image(&state, &req.name).await?;
+    let img = if req.is_build() {
+        let build = crate::image_ops::BuildRequest {
+            name: req.name,
+            packages: req.packages.into_iter().map(|p| p.0).collect(),
+            script: req.script,
+            from: req.from,
+        };
+        crate::image_ops::build(&state, build).await?
+    } else {
+        images::create_image(&state, &req.name).await?
+    };
+    Ok((StatusCode::CREATED, axum::Json(img)))
+}
+
+/// Makes an image of the VM's writes: a read-only layer over the VM's image (its file
+/// system frozen for the copy if it runs). VMs created from it start with those files.
+#[utoipa::path(post, path = "/v1/vms/{id}/template", tag = "images", request_body = CreateTemplate,
+    params(("id" = String, Path, description = "VM id")),
+    responses((status = 201, description = "The new image.", body = Image),
+              (status = 404, response = NotFound),
+              (status = 409, response = Conflict)))]
+async fn template(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Valid(req): Valid<CreateTemplate>,
+) -> Result<(StatusCode, axum::Json<Image>)> {
+    let img = crate::image_ops::template(&state, &id, &req.name).await?;
     Ok((StatusCode::CREATED, axum::Json(img)))
 }
 
@@ -103,7 +135,7 @@ async fn set_default_image(
     Ok(axum::Json(state.store.image(&img.id).await?))
 }
 
-/// Deletes an image; 409 while a VM uses it.
+/// Deletes an image; 409 while a VM uses it or an image was made from it.
 #[utoipa::path(delete, path = "/v1/images/{id}", tag = "images",
     params(("id" = String, Path, description = "image id or name")),
     responses((status = 204, description = "Deleted."),

@@ -32,6 +32,7 @@ error_responses! {
     PayloadTooLarge: "The body is larger than this route accepts.",
     InvalidRequest: "Well-formed, but a rule is broken (the message names the value and the rule).",
     TooManyRequests: "Too many VM boots at once; retry later.",
+    Unavailable: "Something this request needs is unavailable right now (the message says what).",
     ServerError: "The server failed; the body carries a generic message and the request id under which the log has the details.",
 }
 
@@ -59,7 +60,7 @@ fn error_response(desc: &str) -> RefOr<Response> {
     components(
         schemas(ErrorBody),
         responses(BadRequest, Unauthorized, NotFound, Conflict, PayloadTooLarge,
-                  InvalidRequest, TooManyRequests, ServerError)
+                  InvalidRequest, TooManyRequests, Unavailable, ServerError)
     ),
     tags(
         (name = "vms", description = "VM lifecycle"),
