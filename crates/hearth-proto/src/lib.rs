@@ -29,7 +29,9 @@ pub use process::*;
 ///
 /// 1: exec, runs, archive upload/download, firewall (unversioned agents read as 0).
 /// 2: single-file operations, watch, processes with stdin and PTY attach, plain tar.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 3: file system freeze/thaw (templates), the image config (`/etc/hearth/image.json`)
+///    applied to exec and runs, `runtime_missing` / `firewall_unavailable` answers.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// vsock port the agent listens on inside every guest.
 pub const AGENT_PORT: u32 = 8080;

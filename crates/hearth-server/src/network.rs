@@ -175,10 +175,19 @@ pub async fn guest_rules(state: &AppState, h: &VmHandle, allow: &[Destination]) 
         outbound: true,
         allow: state.net.configured()?.guest_allow(allow),
     };
-    h.agent()
-        .firewall(&req)
-        .await
-        .map_err(|e| from_agent_call(e, h.is_alive()))
+    match h.agent().firewall(&req).await {
+        // An image without nftables (an imported OCI image) cannot have the in-guest
+        // layer; the host's rules, which judge every packet, still apply.
+        Err(hearth_vmm::Error::Agent {
+            code: hearth_proto::ErrorCode::FirewallUnavailable,
+            message,
+            ..
+        }) => {
+            tracing::warn!(vm = %h.id, %message, "no in-guest firewall");
+            Ok(())
+        }
+        r => r.map_err(|e| from_agent_call(e, h.is_alive())),
+    }
 }
 
 /// Removes the VM's host network (after its VMM exited) and, when the VM is failed or
