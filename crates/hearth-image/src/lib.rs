@@ -4,6 +4,7 @@
 //! warm rebuild only re-assembles when the guest binaries change.
 
 pub mod assemble;
+mod bins;
 pub mod compose;
 pub mod custom;
 mod error;
@@ -12,6 +13,7 @@ pub mod manifest;
 pub mod oci;
 pub mod paths;
 pub mod rootfs;
+mod stacked;
 pub mod template;
 mod util;
 

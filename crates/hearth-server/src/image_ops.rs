@@ -161,6 +161,32 @@ pub async fn template(state: &AppState, vm_id: &str, name: &str) -> Result<Image
     registered(state, name).await
 }
 
+/// Copies the VM's overlay disk to `dest`: frozen through the agent for the copy when it
+/// runs, as it is when stopped. Called by the VM's owner task only, so the copy never
+/// races a stop or a delete.
+pub async fn capture(
+    vm: &crate::models::VmRecord,
+    handle: Option<&hearth_vmm::VmHandle>,
+    state_dir: &std::path::Path,
+    dest: &std::path::Path,
+) -> Result<()> {
+    match (handle, vm.state) {
+        (Some(h), VmState::Running) => {
+            let frozen = hearth_vmm::template::capture_running(h, dest).await?;
+            tracing::info!(vm = %vm.id, frozen_ms = frozen.as_millis() as u64, "overlay captured");
+            Ok(())
+        }
+        (_, VmState::Stopped) => {
+            let disk = hearth_vmm::VmHandle::adopt(state_dir)?.overlay_path;
+            Ok(hearth_vmm::template::capture_stopped(&disk, dest)?)
+        }
+        (_, s) => Err(AppError::Conflict(format!(
+            "VM {} is {s}; only running or stopped VMs can become templates",
+            vm.id
+        ))),
+    }
+}
+
 /// Images whose manifest names `name` as parent: they cannot outlive it in name.
 pub fn children(state: &AppState, name: &str) -> Vec<String> {
     hearth_image::children_of(&state.config.images_dir(), name).unwrap_or_default()

@@ -191,21 +191,7 @@ impl Owner {
 
     async fn capture(&self, dest: &std::path::Path) -> Result<()> {
         let vm = self.record().await?;
-        match (&self.handle, vm.state) {
-            (Some(h), VmState::Running) => {
-                let frozen = hearth_vmm::template::capture_running(h, dest).await?;
-                tracing::info!(vm = %self.id, frozen_ms = frozen.as_millis() as u64, "overlay captured");
-                Ok(())
-            }
-            (_, VmState::Stopped) => {
-                let disk = VmHandle::adopt(&self.state_dir())?.overlay_path;
-                Ok(hearth_vmm::template::capture_stopped(&disk, dest)?)
-            }
-            (_, s) => Err(AppError::Conflict(format!(
-                "VM {} is {s}; only running or stopped VMs can become templates",
-                self.id
-            ))),
-        }
+        crate::image_ops::capture(&vm, self.handle.as_ref(), &self.state_dir(), dest).await
     }
 
     async fn firewall(&mut self, spec: &NetworkSpec) -> Result<VmRecord> {

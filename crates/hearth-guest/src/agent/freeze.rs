@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 
 use super::http::{self as h, Body};
 use super::{AgentError, Result};
-use crate::init::mounts::FREEZE_MNT;
+use crate::init::disks::FREEZE_MNT;
 
 /// `_IOWR('X', 119, int)` and `_IOWR('X', 120, int)` from linux/fs.h.
 const FIFREEZE: libc::c_ulong = 0xC004_5877;

@@ -7,8 +7,8 @@
 //! `cmdline` and `supervise::Backoff` so they are tested on the host.
 
 pub mod cmdline;
+pub mod disks;
 pub mod harden;
-pub mod layers;
 pub mod log;
 pub mod mounts;
 pub mod net;
@@ -48,13 +48,13 @@ fn boot() -> Result<(), String> {
     let upper = mounts::mount_upper(OVERLAY_DEVICE)?;
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let layers = hearth_proto::image::layers_from_cmdline(&cmdline)?;
-    layers::mount_all(layers)?;
+    disks::mount_all(layers)?;
     mounts::apply(&mounts::plan_overlay(upper, layers))?;
     mounts::pivot(mounts::NEW_ROOT)?;
     say("pivot_root into overlay done");
     mounts::apply(&mounts::plan_final())?;
     if upper == mounts::Upper::Disk {
-        mounts::mount_freeze_point(OVERLAY_DEVICE);
+        disks::mount_freeze_point(OVERLAY_DEVICE);
     }
     mounts::make_workspace()?;
     harden::apply_sysctls(Path::new("/proc/sys"))?;

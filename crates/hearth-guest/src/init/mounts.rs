@@ -14,9 +14,6 @@ use super::say;
 pub const STAGING: &str = "/run/hearth";
 pub const UPPER_MNT: &str = "/run/hearth/ovl";
 pub const NEW_ROOT: &str = "/run/hearth/root";
-/// The per-VM disk mounted a second time after `pivot_root` (same superblock), so the
-/// agent can freeze it (`FIFREEZE`) while the host copies the disk for a template.
-pub const FREEZE_MNT: &str = "/run/hearth/upper";
 pub const WORKSPACE: &str = "/workspace";
 pub const HOME: &str = "/home/user";
 pub const USER_ID: u32 = 1000;
@@ -121,11 +118,11 @@ pub fn plan_early() -> Vec<Step> {
 }
 
 /// Upper/work dirs on the mounted upper filesystem, then the overlay itself over the
-/// `layers` template layers (see [`super::layers`]) and the whole base root.
+/// `layers` template layers (see [`super::disks`]) and the whole base root.
 pub fn plan_overlay(_upper: Upper, layers: usize) -> Vec<Step> {
     let upper = format!("{UPPER_MNT}/upper");
     let work = format!("{UPPER_MNT}/work");
-    let lower = super::layers::lowerdir(layers);
+    let lower = super::disks::lowerdir(layers);
     let data = format!("lowerdir={lower},upperdir={upper},workdir={work}");
     vec![
         mkdir(&upper, 0o755),
@@ -246,26 +243,6 @@ pub(crate) fn wait_for_device(device: &str) {
     let deadline = Instant::now() + Duration::from_secs(3);
     while !Path::new(device).exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// After `pivot_root`: the per-VM disk again at [`FREEZE_MNT`], for the agent. A
-/// failure only costs templates of a running VM (a stopped VM can still be captured).
-pub fn mount_freeze_point(device: &str) {
-    let r = mkdir_mode(FREEZE_MNT, 0o700).and_then(|_| {
-        mount(
-            Some(device),
-            FREEZE_MNT,
-            Some("ext4"),
-            MsFlags::MS_NOATIME | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-            None::<&str>,
-        )
-        .map_err(|e| e.to_string())
-    });
-    if let Err(e) = r {
-        say(&format!(
-            "warning: {device} at {FREEZE_MNT}: {e}; fs freeze unavailable"
-        ));
     }
 }
 

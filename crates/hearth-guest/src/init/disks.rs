@@ -1,3 +1,6 @@
+//! The disks besides the base and the overlay's own mount: the per-VM disk mounted a
+//! second time for the agent's freeze ([`FREEZE_MNT`]), and template layers.
+//!
 //! Template layers: read-only disks after the overlay disk (`hearth.layers=N` on the
 //! kernel command line, `/dev/vdc` the newest), each an ext4 whose `upper/` directory
 //! is a captured overlay upper. They stack as OverlayFS lower layers, newest first,
@@ -9,6 +12,29 @@ use super::mounts::{mkdir_mode, wait_for_device, STAGING};
 use super::say;
 
 pub const LAYERS_DIR: &str = "/run/hearth/layers";
+/// The per-VM disk mounted a second time after `pivot_root` (same superblock), so the
+/// agent can freeze it (`FIFREEZE`) while the host copies the disk for a template.
+pub const FREEZE_MNT: &str = "/run/hearth/upper";
+
+/// After `pivot_root`: the per-VM disk again at [`FREEZE_MNT`], for the agent. A
+/// failure only costs templates of a running VM (a stopped VM can still be captured).
+pub fn mount_freeze_point(device: &str) {
+    let r = mkdir_mode(FREEZE_MNT, 0o700).and_then(|_| {
+        mount(
+            Some(device),
+            FREEZE_MNT,
+            Some("ext4"),
+            MsFlags::MS_NOATIME | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None::<&str>,
+        )
+        .map_err(|e| e.to_string())
+    });
+    if let Err(e) = r {
+        say(&format!(
+            "warning: {device} at {FREEZE_MNT}: {e}; fs freeze unavailable"
+        ));
+    }
+}
 
 /// Where layer `i` is mounted.
 pub fn mount_point(i: usize) -> String {
