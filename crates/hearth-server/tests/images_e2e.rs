@@ -104,6 +104,14 @@ impl Server {
     }
 }
 
+/// Streamed, so a 1 GiB sparse layer is not read into memory.
+fn sha256(p: &Path) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut std::fs::File::open(p).unwrap(), &mut h).unwrap();
+    hex::encode(h.finalize())
+}
+
 fn median_ms(d: &[Duration]) -> f64 {
     let mut v: Vec<f64> = d.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
     v.sort_by(f64::total_cmp);
@@ -156,7 +164,7 @@ async fn templates_carry_a_configured_vm_and_stack() {
         (Some("template"), Some("default"))
     );
     let layer = tpl_dir.join(m["layers"][0].as_str().unwrap());
-    let layer_before = std::fs::read(&layer).unwrap();
+    let layer_before = sha256(&layer);
 
     // Two VMs of the template: both have the file and the package, and neither sees
     // the other's writes, nor A's after the capture.
@@ -195,9 +203,19 @@ async fn templates_carry_a_configured_vm_and_stack() {
     assert!(server.out(&b, "ls /workspace").await.contains("b-only"));
     assert!(!server.out(&b, "ls /workspace").await.contains("c-only"));
     assert!(
-        std::fs::read(&layer).unwrap() == layer_before,
+        sha256(&layer) == layer_before,
         "VM writes never reach the template's layer"
     );
+
+    // A stopped VM becomes a template as it is (no agent to freeze it).
+    let (s, vm) = server
+        .call("POST", &format!("/v1/vms/{c}/stop"), None)
+        .await;
+    assert_eq!((s, vm["state"].as_str()), (200, Some("stopped")), "{vm}");
+    let stopped = server.template(&c, "tpl-stopped").await;
+    assert_eq!(stopped["ready"], true);
+    let (s, err) = server.call("DELETE", "/v1/images/tpl-stopped", None).await;
+    assert_eq!(s, 204, "{err}");
 
     // One more default VM, so that `default` is in use by two.
     let (d, _) = server.vm_of("default").await;
