@@ -52,6 +52,8 @@ pub enum ValidationError {
     PackageName { name: String },
     #[error("the setup script is {len} bytes, more than {max}")]
     SetupScriptTooLarge { len: usize, max: usize },
+    #[error("this server builds no images (image_builds = false): create an empty image and upload its files")]
+    NoImageBuilds,
     #[error("key name {name:?} must be 1-{MAX_KEY_NAME} characters")]
     KeyName { name: String },
     #[error("max_retries {value} is above {MAX_RETRIES}")]

@@ -193,8 +193,11 @@ pub fn check_name(name: &str) -> Result<(), ValidationError> {
 }
 
 impl Validate for CreateImage {
-    fn validate(&self, _: &Limits) -> Result<(), ValidationError> {
+    fn validate(&self, l: &Limits) -> Result<(), ValidationError> {
         check_name(&self.name)?;
+        if self.is_build() && !l.image_builds {
+            return Err(ValidationError::NoImageBuilds);
+        }
         for p in &self.packages {
             check_package(&p.0)?;
         }

@@ -31,6 +31,8 @@ pub struct Limits {
     pub max_script_bytes: usize,
     /// Whether this server can give VMs a network (`network.outbound: true`).
     pub networking: bool,
+    /// Whether `POST /v1/images` may build images (packages, a setup script, a parent).
+    pub image_builds: bool,
 }
 
 impl Default for Limits {
@@ -42,6 +44,7 @@ impl Default for Limits {
             max_timeout_ms: hearth_proto::MAX_TIMEOUT_MS,
             max_script_bytes: 1024 * 1024,
             networking: true,
+            image_builds: true,
         }
     }
 }

@@ -97,8 +97,18 @@ pub fn apply_limits(doc: &mut Value, l: &Limits) {
 }
 
 /// Rules between fields: `run-*` takes exactly one of `code` and `path`; an allowlist
-/// needs `outbound: true`; a server without VM networking takes neither.
+/// needs `outbound: true`; a server without VM networking takes neither; a server that
+/// builds no images takes only a `name` in `POST /v1/images`.
 pub fn apply_rules(doc: &mut Value, l: &Limits) {
+    if !l.image_builds {
+        if let Some(Value::Object(props)) =
+            schema_mut(doc, "CreateImage").and_then(|c| c.get_mut("properties"))
+        {
+            for f in ["packages", "script", "from"] {
+                props.remove(f);
+            }
+        }
+    }
     if let Some(Value::Object(run)) = schema_mut(doc, "RunRequest") {
         let given = |f: &str| json!({"properties": {f: {"type": "string"}}, "required": [f]});
         run.insert("oneOf".into(), json!([given("code"), given("path")]));

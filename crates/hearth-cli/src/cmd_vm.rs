@@ -282,7 +282,7 @@ pub async fn main(cmd: Command) -> anyhow::Result<i32> {
             let img: hearth_api::images::Image = Client::new(&c)?
                 .post(
                     &format!("/v1/vms/{id}/template"),
-                    &serde_json::json!({ "name": name }),
+                    &hearth_api::images::CreateTemplate { name },
                 )
                 .await?;
             if c.json {

@@ -22,6 +22,10 @@ pub struct Config {
     /// `HEARTH_NETWORKING=false`) answers such requests with 422 and says so in
     /// `/openapi.json`, for hosts that must never set VM networking up.
     pub networking: bool,
+    /// Let `POST /v1/images` build images from packages and a setup script. The script
+    /// runs as root in a chroot on this host: turn it off where API keys are not trusted
+    /// with that (`HEARTH_IMAGE_BUILDS=false`).
+    pub image_builds: bool,
     /// Built-in image registered from `KERNEL_PATH` + `BASE_ROOTFS_PATH`.
     pub kernel_path: Option<PathBuf>,
     pub base_rootfs_path: Option<PathBuf>,
@@ -73,6 +77,7 @@ impl Default for Config {
             vmm: VmmConfig::default(),
             jobs: Default::default(),
             networking: true,
+            image_builds: true,
             kernel_path: None,
             base_rootfs_path: None,
         }
@@ -159,6 +164,7 @@ impl Config {
         env!("HEARTH_MAX_JOB_LOG_BYTES", self.jobs.max_log_bytes);
         env!("HEARTH_JOB_TIMEOUT_S", self.jobs.default_timeout_s);
         env!("HEARTH_NETWORKING", self.networking);
+        env!("HEARTH_IMAGE_BUILDS", self.image_builds);
         if let Some(v) = get("KERNEL_PATH") {
             self.kernel_path = Some(v.into());
         }
@@ -206,6 +212,7 @@ impl Config {
             max_timeout_ms: self.limits.max_timeout_ms,
             max_script_bytes: self.jobs.max_script_bytes,
             networking: self.networking && net_configured,
+            image_builds: self.image_builds,
         }
     }
 

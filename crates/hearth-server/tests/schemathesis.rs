@@ -29,6 +29,7 @@ const SCHEMATHESIS: &str = "4.32.5";
 /// served schema carries them, so the fuzzer stays within them.
 const CONFIG: &str = r#"
 networking = false
+image_builds = false
 [limits]
 max_vms = 2
 max_vcpus = 1

@@ -194,6 +194,7 @@ const VM_ROUTES: &[(&str, &str)] = &[
     ("SetAllowlist", "set_allowlist"),
     ("ConsoleLog", "console_log"),
     ("CallHistory", "call_history"),
+    ("MakeTemplate", "template"),
 ];
 const JOB_ROUTES: &[(&str, &str)] = &[
     ("GetJob", "get_job"),
