@@ -105,7 +105,12 @@ impl Pending {
             ));
         }
         let p = &self.parent;
-        let mut files = vec![manifest::VMLINUX, manifest::ROOTFS, manifest::OVERLAY];
+        let mut files = vec![manifest::VMLINUX, manifest::ROOTFS];
+        // An image uploaded through the API ships no overlay template (VMs then get a
+        // fresh one); a template of it has none either.
+        if p.dir.join(manifest::OVERLAY).exists() {
+            files.push(manifest::OVERLAY);
+        }
         files.extend(p.manifest.origin.layers.iter().map(String::as_str));
         for f in files {
             link_or_copy(&p.dir.join(f), &self.tmp.join(f))?;

@@ -35,13 +35,14 @@ pub struct BuildRequest {
     pub from: Option<String>,
 }
 
-/// Image-builder errors: what the request got wrong is a 422, a refused name a 409,
-/// a tool that failed (apt, the setup script) a 422 with its output's tail.
+/// Image-builder errors: an unknown `from` is a 404 (as an unknown image is for a VM), a
+/// refused name a 409, a tool that failed (apt, the setup script) a 422 with its output's
+/// tail.
 fn image_error(e: hearth_image::Error) -> AppError {
     use hearth_image::Error as E;
     match e {
         E::BadName(_) | E::Other(_) | E::Command { .. } => AppError::Unprocessable(e.to_string()),
-        E::NoImage(..) => AppError::Unprocessable(e.to_string()),
+        E::NoImage(..) => AppError::NotFound(e.to_string()),
         E::NotRoot => AppError::Unavailable {
             what: "image builds need the server to run as root",
             detail: e.to_string(),
@@ -91,10 +92,7 @@ pub async fn build(state: &AppState, req: BuildRequest) -> Result<ImageRecord> {
     };
     hearth_image::custom::validate(&opts).map_err(image_error)?;
     if let Some(from) = &opts.from {
-        state.store.image(from).await.map_err(|e| match e {
-            AppError::NotFound(m) => AppError::Unprocessable(m),
-            e => e,
-        })?;
+        state.store.image(from).await?;
     }
     let _one = BUILDS.lock().await;
     let job = tokio::task::spawn_blocking(move || {

@@ -334,11 +334,11 @@ async fn custom_images_build_through_the_api() {
         (
             json!({"name": "x1", "packages": ["-oAPT::x"]}),
             422,
-            "bad package name",
+            "invalid Debian package",
         ),
         (
             json!({"name": "x2", "packages": ["jq"], "from": "nope"}),
-            422,
+            404,
             "nope",
         ),
         (

@@ -40,7 +40,9 @@ async fn list_images(State(state): State<AppState>) -> Result<axum::Json<ImageLi
 /// build goes on (the image appears in the list when done).
 #[utoipa::path(post, path = "/v1/images", tag = "images", request_body = CreateImage,
     responses((status = 201, description = "Created (not ready yet), or built.", body = Image),
+              (status = 404, response = NotFound),
               (status = 409, response = Conflict),
+              (status = 422, response = InvalidRequest),
               (status = 503, response = Unavailable)))]
 async fn create_image(
     State(state): State<AppState>,
