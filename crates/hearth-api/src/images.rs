@@ -215,3 +215,53 @@ impl Validate for CreateImage {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(name: &str, packages: &[&str], script: Option<&str>, from: Option<&str>) -> CreateImage {
+        CreateImage {
+            name: name.into(),
+            packages: packages
+                .iter()
+                .map(|p| PackageName(p.to_string()))
+                .collect(),
+            script: script.map(Into::into),
+            from: from.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn image_requests_are_checked_and_builds_can_be_switched_off() {
+        let on = Limits::default();
+        let off = Limits {
+            image_builds: false,
+            ..Limits::default()
+        };
+        let big = "x".repeat(MAX_SETUP_SCRIPT + 1);
+        // (request, valid with builds on, valid with builds off)
+        let table = [
+            (req("empty", &[], None, None), true, true),
+            (req("j", &["jq", "tree=2.1.0-1"], None, None), true, false),
+            (req("s", &[], Some("echo hi"), None), true, false),
+            (req("f", &[], None, Some("default")), true, false),
+            (req(".hidden", &[], None, None), false, false),
+            (req("a/b", &[], None, None), false, false),
+            (req("o", &["-oAPT::x"], None, None), false, false),
+            (req("u", &["JQ"], None, None), false, false),
+            (req("e", &[], Some(""), None), false, false),
+            (req("n", &[], Some("a\0b"), None), false, false),
+            (req("b", &[], Some(&big), None), false, false),
+            (req("p", &[], None, Some("../x")), false, false),
+        ];
+        for (r, ok_on, ok_off) in table {
+            assert_eq!(r.validate(&on).is_ok(), ok_on, "builds on: {r:?}");
+            assert_eq!(r.validate(&off).is_ok(), ok_off, "builds off: {r:?}");
+        }
+        assert!(matches!(
+            req("j", &["jq"], None, None).validate(&off),
+            Err(ValidationError::NoImageBuilds)
+        ));
+    }
+}
