@@ -41,6 +41,13 @@ fn opt_path(p: &Path) -> String {
     p.display().to_string().replace(',', ",,")
 }
 
+/// The emulated CPU under TCG: everything QEMU can emulate, minus "enhanced REP
+/// MOVSB/STOSB" (`erms`, `fsrm`). With them the guest kernel and glibc copy memory with
+/// `rep movsb`, which TCG executes one byte per iteration; without them they use
+/// `rep movsq` and vector loops. Measured here: `copy_to_user`/`clear_user` 2-8x faster,
+/// in-guest `dd` ~1.5x, a 100 MiB tar upload ~1.6x (`hearth bench upload`).
+pub const TCG_CPU: &str = "max,-erms,-fsrm";
+
 /// The QEMU command line for `spec` (without the program name).
 pub(crate) fn qemu_args(spec: &VmSpec, accel: Accel, l: &Layout) -> Vec<String> {
     let mem = spec.memory_mib;
@@ -51,7 +58,7 @@ pub(crate) fn qemu_args(spec: &VmSpec, accel: Accel, l: &Layout) -> Vec<String> 
     push(&["-M", "microvm,acpi=off,memory-backend=mem"]);
     match accel {
         Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
-        Accel::Tcg => push(&["-accel", "tcg,thread=multi", "-cpu", "max"]),
+        Accel::Tcg => push(&["-accel", "tcg,thread=multi", "-cpu", TCG_CPU]),
     }
     push(&["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
     push(&["-smp", &spec.vcpus.to_string(), "-m", &format!("{mem}M")]);
@@ -204,7 +211,7 @@ mod tests {
         let root = args.find("drive=rootfs").unwrap();
         let over = args.find("drive=overlay").unwrap();
         assert!(root < over, "{args}");
-        assert!(args.contains("-accel tcg,thread=multi -cpu max"));
+        assert!(args.contains("-accel tcg,thread=multi -cpu max,-erms,-fsrm"));
         assert!(args.contains("memory-backend-memfd,id=mem,size=256M,share=on"));
         assert!(
             args.contains("path=/s,,t/console.log"),
