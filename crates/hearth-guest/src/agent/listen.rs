@@ -107,6 +107,36 @@ where
     });
 }
 
+/// Receive buffer of every vsock connection (accepted sockets inherit the listener's).
+/// The kernel's default, 256 KiB, is also the credit the host may send ahead of what the
+/// agent has read; under TCG an upload then stalls whenever the guest falls behind.
+pub const VSOCK_BUFFER: u64 = 4 << 20;
+
+/// `SO_VM_SOCKETS_BUFFER_MAX_SIZE` then `SO_VM_SOCKETS_BUFFER_SIZE` (the size is clamped
+/// to the maximum, so the maximum goes first).
+fn set_vsock_buffer(sock: &impl std::os::fd::AsRawFd, bytes: u64) -> std::io::Result<()> {
+    // From linux/vm_sockets.h; the libc crate does not carry them.
+    const SO_VM_SOCKETS_BUFFER_SIZE: libc::c_int = 0;
+    const SO_VM_SOCKETS_BUFFER_MAX_SIZE: libc::c_int = 2;
+    for opt in [SO_VM_SOCKETS_BUFFER_MAX_SIZE, SO_VM_SOCKETS_BUFFER_SIZE] {
+        // SAFETY: setsockopt reads `size_of::<u64>()` bytes from a live u64; the fd is
+        // owned by `sock` for the duration of the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::AF_VSOCK,
+                opt,
+                (&bytes as *const u64).cast(),
+                std::mem::size_of::<u64>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Only the host may talk to the agent over vsock. Without this check, user code in a
 /// guest whose kernel has vsock loopback could connect to the agent itself (as the local
 /// CID) and, say, open the firewall.
@@ -124,6 +154,7 @@ pub async fn serve(state: Arc<State>, listens: Vec<Listen>) -> std::io::Result<(
             Listen::Vsock(port) => {
                 let addr = tokio_vsock::VsockAddr::new(tokio_vsock::VMADDR_CID_ANY, port);
                 let lis = tokio_vsock::VsockListener::bind(addr)?;
+                set_vsock_buffer(&lis, VSOCK_BUFFER)?;
                 println!("listening on vsock:{port}");
                 tasks.push(tokio::spawn(async move {
                     loop {
