@@ -126,11 +126,31 @@ async fn bad_archives_are_refused_and_leave_nothing() {
 async fn a_user_symlink_cannot_redirect_an_upload() {
     let a = Agent::start();
     let outside = tempfile::tempdir().unwrap();
+    // Writable by uid 1000, so only the confinement can stop a write there.
+    std::fs::set_permissions(
+        outside.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
     symlink(outside.path(), a.workspace().join("escape")).unwrap();
     let (status, v) = upload(&a, "/workspace/escape", tar_gz(&[("planted", b"x")])).await;
-    // The helper runs chrooted: the host path the link names does not exist in the jail.
+    // The extraction runs chrooted in the workspace: the host path the link names does
+    // not exist there.
     assert_ne!(status, 200, "{v}");
     assert!(tree(outside.path()).is_empty());
+    // Nor does a magic link through /proc lead out: the agent's own root (the real one)
+    // would be `/proc/self/root` to a thread of the agent, but there is no /proc inside.
+    let magic = format!("/proc/self/root{}", outside.path().display());
+    symlink(&magic, a.workspace().join("magic")).unwrap();
+    for dest in ["/workspace/magic", "/workspace/magic/sub"] {
+        let (status, v) = upload(&a, dest, tar_gz(&[("planted", b"x")])).await;
+        assert_ne!(status, 200, "{dest}: {v}");
+    }
+    assert!(tree(outside.path()).is_empty());
+    let (status, _) = a
+        .request("GET", "/files/download?path=/workspace/magic", Vec::new())
+        .await;
+    assert_ne!(status, 200);
 }
 
 #[tokio::test]

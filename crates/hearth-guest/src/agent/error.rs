@@ -23,12 +23,6 @@ pub enum AgentError {
     TooLarge(String),
     #[error(transparent)]
     Archive(#[from] ArchiveError),
-    #[error("archive rejected: {message}")]
-    Helper {
-        status: u16,
-        code: String,
-        message: String,
-    },
     #[error(transparent)]
     Fs(#[from] FsError),
     #[error("{0}")]
@@ -52,7 +46,6 @@ impl AgentError {
             Self::MethodNotAllowed { .. } => 405,
             Self::TooLarge(_) => 413,
             Self::Archive(e) => e.status(),
-            Self::Helper { status, .. } => *status,
             Self::Fs(e) => e.status(),
             Self::Conflict(_) => 409,
             Self::Jail(_) | Self::Internal(_) => 500,
@@ -70,17 +63,12 @@ impl AgentError {
             Self::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
             Self::TooLarge(_) => ErrorCode::PayloadTooLarge,
             Self::Archive(e) => e.code(),
-            Self::Helper { code, .. } => ErrorCode::from(code.as_str()),
             Self::Fs(e) => e.code(),
             Self::Conflict(_) => ErrorCode::Conflict,
             Self::Jail(_) | Self::Internal(_) => ErrorCode::Internal,
             Self::Unavailable { code, .. } => code.clone(),
         };
-        let message = match self {
-            Self::Helper { message, .. } => message.clone(),
-            other => other.to_string(),
-        };
-        ErrorBody::new(code, message)
+        ErrorBody::new(code, self.to_string())
     }
 }
 

@@ -3,8 +3,9 @@
 //! Every request runs in its own task, so a slow or endless run never delays `/health`
 //! or other requests. Handlers only parse and validate; processes are started through
 //! [`crate::jail`] (those that outlive a request are kept in [`crate::procs`]), archive
-//! transfers run in jailed helper processes (see [`helper`]), and single-file
-//! operations on uid-1000 threads of the agent itself (see [`crate::workspace`]).
+//! transfers on a thread confined to the workspace as uid 1000 (see [`files`]), and
+//! single-file operations on uid-1000 threads of the agent itself (see
+//! [`crate::workspace`]).
 //!
 //! Contract details beyond the `hearth_proto` types:
 //! - `/exec` and `/run-*` accept `?stream=true`: NDJSON `StreamEvent`s, one HTTP chunk
@@ -43,7 +44,6 @@ mod fileops;
 mod files;
 mod firewall;
 mod freeze;
-pub mod helper;
 mod http;
 pub mod image;
 mod listen;

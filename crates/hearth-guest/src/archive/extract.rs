@@ -81,6 +81,7 @@ fn unpack(
         }
     };
     let mut archive = tar::Archive::new(capped);
+    let mut buf = vec![0u8; COPY_BUF];
     let mut tally = Tally::default();
     let mut resp = UploadResponse {
         dest: dest.to_string(),
@@ -138,12 +139,10 @@ fn unpack(
                     .mode(mode)
                     .open(&target)
                     .map_err(on_disk)?;
-                let n = io::copy(&mut entry, &mut file).map_err(|e| {
-                    if exceeded.get() {
-                        too_big()
-                    } else {
-                        ArchiveError::Corrupt(e.to_string())
-                    }
+                let n = copy(&mut entry, &mut file, &mut buf).map_err(|e| match e {
+                    CopyError::Read(_) if exceeded.get() => too_big(),
+                    CopyError::Read(e) => ArchiveError::Corrupt(e.to_string()),
+                    CopyError::Write(e) => on_disk(e),
                 })?;
                 // Keep the archive's mtime: build tools compare them.
                 if let Ok(secs) = entry.header().mtime() {
@@ -226,6 +225,31 @@ fn apply(src: &Path, dst: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// File data moves in chunks this big: `io::copy`'s 8 KiB means a read and a write system
+/// call per 8 KiB, which under TCG costs more than the bytes themselves.
+const COPY_BUF: usize = 1 << 20;
+
+enum CopyError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// `io::copy` with the caller's (large) buffer, telling read errors (a corrupt or
+/// oversized archive) from write errors (the disk).
+fn copy(from: &mut impl Read, to: &mut impl io::Write, buf: &mut [u8]) -> Result<u64, CopyError> {
+    let mut total = 0u64;
+    loop {
+        let n = match from.read(buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CopyError::Read(e)),
+        };
+        to.write_all(&buf[..n]).map_err(CopyError::Write)?;
+        total += n as u64;
+    }
 }
 
 /// A reader that fails once more than `left` bytes went through.

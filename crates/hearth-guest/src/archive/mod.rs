@@ -1,10 +1,10 @@
 //! Archive policy for `/files/upload` and `/files/download`.
 //!
 //! Everything here is plain synchronous code over `Read`/`Write` and a directory, so it is
-//! unit-tested and fuzzed on the host. The agent runs [`extract`] and [`pack`] in a helper
-//! process that is already jailed (chroot, uid 1000), so even a bug here cannot touch files
-//! outside what uid 1000 can reach inside the jail; the path and entry-type checks are the
-//! first line, the jail the second.
+//! unit-tested and fuzzed on the host. The agent runs [`extract`] and [`pack`] on a thread
+//! chrooted into the workspace as uid 1000 (`workspace::spawn_confined`), so even a bug
+//! here cannot touch files outside what uid 1000 can reach inside the workspace; the path
+//! and entry-type checks are the first line, the confinement the second.
 //!
 //! Decisions:
 //! - Upload entries may be relative (resolved under `dest`) or start with `/workspace`

@@ -39,7 +39,6 @@ fn parse(args: Vec<String>) -> Result<Options, String> {
             root: "/run/hearth-jail".into(),
             workspace: "/home/user".into(),
             runtime_bins: Vec::new(),
-            agent_bin: std::env::current_exe().map_err(|e| format!("locating myself: {e}"))?,
             uid: hearth_proto::USER_UID,
             gid: hearth_proto::USER_GID,
             tmp_size: "256m".into(),
@@ -103,9 +102,6 @@ fn parse(args: Vec<String>) -> Result<Options, String> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if let Some(code) = agent::helper::main(&args) {
-        return ExitCode::from(code as u8);
-    }
     let opts = match parse(args) {
         Ok(o) => o,
         Err(e) => {

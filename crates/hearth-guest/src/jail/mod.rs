@@ -29,7 +29,7 @@ mod sweeper;
 pub use cgroup::CgroupConfig;
 pub use error::{JailError, Result};
 pub use output::{run, ExecSpec, OutputSink};
-pub use root::{Jail, JailConfig, AGENT_IN_JAIL, RUNTIME_BIN_DIR};
+pub use root::{Jail, JailConfig, RUNTIME_BIN_DIR};
 pub use spawn::{spawn, JailedChild, SpawnSpec};
 
 /// Default `PATH` inside the jail.

@@ -13,8 +13,6 @@ use super::{seccomp, JailError, Result};
 
 /// Where runtimes and the agent binary appear inside the jail.
 pub const RUNTIME_BIN_DIR: &str = "/opt/hearth/bin";
-/// The agent binary as seen inside the jail (used for the archive helpers).
-pub const AGENT_IN_JAIL: &str = "/opt/hearth/bin/hearth-agent";
 
 /// Top-level host directories shared read-only with the jail.
 const SYSTEM_DIRS: &[&str] = &["usr", "bin", "sbin", "lib", "lib64", "lib32", "libx32"];
@@ -71,8 +69,6 @@ pub struct JailConfig {
     pub workspace: PathBuf,
     /// Extra executables bound into [`RUNTIME_BIN_DIR`] under their file name.
     pub runtime_bins: Vec<PathBuf>,
-    /// This agent binary, bound as [`AGENT_IN_JAIL`].
-    pub agent_bin: PathBuf,
     pub uid: u32,
     pub gid: u32,
     /// `size=` of the jail's `/tmp` tmpfs.
@@ -253,17 +249,13 @@ impl Jail {
 
         let bin = root.join(RUNTIME_BIN_DIR.trim_start_matches('/'));
         fs::create_dir_all(&bin).map_err(io("creating the runtime bin dir"))?;
-        let agent_in = root.join(AGENT_IN_JAIL.trim_start_matches('/'));
-        let mut bins: Vec<(PathBuf, PathBuf)> = vec![(cfg.agent_bin.clone(), agent_in)];
-        for b in &cfg.runtime_bins {
-            let name = b
+        for src in &cfg.runtime_bins {
+            let name = src
                 .file_name()
-                .ok_or_else(|| JailError::Setup(format!("{} has no file name", b.display())))?;
-            bins.push((b.clone(), bin.join(name)));
-        }
-        for (src, dst) in bins {
+                .ok_or_else(|| JailError::Setup(format!("{} has no file name", src.display())))?;
+            let dst = bin.join(name);
             fs::write(&dst, b"").map_err(io("creating a runtime mount point"))?;
-            bind_ro(&src, &dst)?;
+            bind_ro(src, &dst)?;
         }
 
         // The root itself: nothing in it is writable any more, even by root in the jail.

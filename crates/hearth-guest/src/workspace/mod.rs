@@ -23,5 +23,5 @@ pub mod write;
 
 pub use error::{FsError, Result};
 pub use resolve::{parse, Workspace};
-pub use user::UserThreads;
+pub use user::{spawn_confined, UserThreads};
 pub use write::{open_read, PendingWrite, TEMP_PREFIX};

@@ -14,6 +14,7 @@
 //! already opened file needs no credentials and happens elsewhere, so a slow client
 //! never holds one of these threads.
 
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -85,10 +86,59 @@ impl UserThreads {
     }
 }
 
+/// Starts a thread that is confined to the directory `root` (its own root: a chroot of
+/// this thread only, which `CLONE_FS` makes possible) and runs as `uid`/`gid`, then runs
+/// `f` on it. For work that resolves many paths with plain path-based calls, such as
+/// extracting or packing an archive: absolute paths, `..` and symlinks all stay inside
+/// `root`, and no `/proc` is reachable there, so no magic link leads out either. The
+/// thread ends with `f`.
+pub fn spawn_confined<F>(
+    root: BorrowedFd<'_>,
+    uid: u32,
+    gid: u32,
+    name: &str,
+    f: F,
+) -> std::io::Result<()>
+where
+    F: FnOnce() + Send + 'static,
+{
+    let root = root.try_clone_to_owned()?;
+    let (ready_tx, ready_rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            let setup = confine(root, uid, gid);
+            let ok = setup.is_ok();
+            let _ = ready_tx.send(setup);
+            if ok {
+                f();
+            }
+        })?;
+    ready_rx
+        .recv()
+        .map_err(|_| std::io::Error::other("confined thread died during set-up"))?
+}
+
+fn confine(root: OwnedFd, uid: u32, gid: u32) -> std::io::Result<()> {
+    // SAFETY: as in `become_user`: only this thread's root, cwd and umask are unshared.
+    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::FS)? };
+    // Still root here (CAP_SYS_CHROOT); the uid change below then drops every capability,
+    // so the thread can never chroot (or do anything privileged) again.
+    rustix::process::fchdir(&root)?;
+    rustix::process::chroot(".")?;
+    rustix::process::chdir("/")?;
+    drop(root);
+    become_user_after_unshare(uid, gid)
+}
+
 fn become_user(uid: u32, gid: u32) -> std::io::Result<()> {
     // SAFETY: CLONE_FS gives this thread its own root, cwd and umask; it changes no
     // file descriptor table (CLONE_FILES), so no other thread's fds are affected.
     unsafe { rustix::thread::unshare_unsafe(UnshareFlags::FS)? };
+    become_user_after_unshare(uid, gid)
+}
+
+fn become_user_after_unshare(uid: u32, gid: u32) -> std::io::Result<()> {
     rustix::thread::set_thread_groups(&[])?;
     let gid = Gid::from_raw(gid);
     rustix::thread::set_thread_res_gid(gid, gid, gid)?;
