@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
-use hearth_proto::ExecRequest;
+use hearth_proto::{ArchiveFormat, ExecRequest};
 use hearth_vmm::VmHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -79,28 +79,77 @@ where
     Ok(())
 }
 
-/// Uploads a tar.gz of `mib` MiB of incompressible bytes into the workspace; returns the
-/// archive size and how long the streamed upload (send, extract, answer) took.
-pub async fn upload(vm: &VmHandle, mib: usize) -> anyhow::Result<(usize, Duration)> {
-    let archive = tokio::task::spawn_blocking(move || incompressible_tar_gz(mib)).await??;
+/// One transfer of `mib` MiB of incompressible bytes into the workspace in `format`:
+/// the archive size and how long the streamed upload (send, extract, answer) took.
+pub async fn upload(
+    vm: &VmHandle,
+    mib: usize,
+    format: ArchiveFormat,
+) -> anyhow::Result<(usize, Duration)> {
+    let archive =
+        tokio::task::spawn_blocking(move || incompressible_archive(mib, format)).await??;
     let size = archive.len();
     let chunks: Vec<std::io::Result<Bytes>> = archive
         .chunks(1 << 20)
         .map(|c| Ok(Bytes::copy_from_slice(c)))
         .collect();
+    let agent = vm.agent();
     let t = Instant::now();
-    let r = vm
-        .agent()
-        .upload("/workspace/bench", futures::stream::iter(chunks))
+    let r = agent
+        .upload_as("/workspace/bench", format, futures::stream::iter(chunks))
         .await?;
     let took = t.elapsed();
     anyhow::ensure!(r.files == 1, "upload extracted {r:?}");
+    remove(vm, "/workspace/bench").await?;
     Ok((size, took))
+}
+
+/// The guest's own disk write speed, the ceiling of any upload: `dd` of `mib` MiB into
+/// the workspace with an fsync at the end (dd's own timing, in MB/s as dd counts).
+pub async fn dd(vm: &VmHandle, mib: usize) -> anyhow::Result<Duration> {
+    let cmd = format!(
+        "dd if=/dev/zero of=/workspace/dd.bin bs=1M count={mib} conv=fsync 2>&1; rm -f /workspace/dd.bin"
+    );
+    let r = vm
+        .agent()
+        .exec(&ExecRequest {
+            cmd,
+            timeout_ms: Some(600_000),
+            ..Default::default()
+        })
+        .await?;
+    anyhow::ensure!(r.exit_code == 0, "dd failed: {}{}", r.stdout, r.stderr);
+    // "104857600 bytes (105 MB, 100 MiB) copied, 1.19207 s, 88.0 MB/s"
+    let secs = r
+        .stdout
+        .lines()
+        .find_map(|l| {
+            l.rsplit(", ")
+                .nth(1)?
+                .strip_suffix(" s")?
+                .parse::<f64>()
+                .ok()
+        })
+        .with_context(|| format!("no time in dd's output: {}", r.stdout))?;
+    Ok(Duration::from_secs_f64(secs))
+}
+
+async fn remove(vm: &VmHandle, path: &str) -> anyhow::Result<()> {
+    let r = vm
+        .agent()
+        .exec(&ExecRequest {
+            cmd: "rm".into(),
+            args: Some(vec!["-rf".into(), path.into()]),
+            ..Default::default()
+        })
+        .await?;
+    anyhow::ensure!(r.exit_code == 0, "rm {path}: {}", r.stderr);
+    Ok(())
 }
 
 /// Random-looking data (xorshift) so gzip cannot shrink it: the figure is then about
 /// moving bytes, not about compression ratio.
-fn incompressible_tar_gz(mib: usize) -> std::io::Result<Vec<u8>> {
+fn incompressible_archive(mib: usize, format: ArchiveFormat) -> std::io::Result<Vec<u8>> {
     let mut data = vec![0u8; mib << 20];
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     for chunk in data.chunks_mut(8) {
@@ -109,12 +158,21 @@ fn incompressible_tar_gz(mib: usize) -> std::io::Result<Vec<u8>> {
         x ^= x << 17;
         chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
     }
-    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    let mut tar = tar::Builder::new(gz);
     let mut h = tar::Header::new_gnu();
     h.set_size(data.len() as u64);
     h.set_mode(0o644);
     h.set_cksum();
-    tar.append_data(&mut h, "blob.bin", &data[..])?;
-    tar.into_inner()?.finish()
+    match format {
+        ArchiveFormat::Tar => {
+            let mut tar = tar::Builder::new(Vec::with_capacity(data.len() + 4096));
+            tar.append_data(&mut h, "blob.bin", &data[..])?;
+            tar.into_inner()
+        }
+        ArchiveFormat::TarGz => {
+            let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            let mut tar = tar::Builder::new(gz);
+            tar.append_data(&mut h, "blob.bin", &data[..])?;
+            tar.into_inner()?.finish()
+        }
+    }
 }
