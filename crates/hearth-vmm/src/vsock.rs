@@ -12,10 +12,29 @@ use crate::{Error, Result};
 const MAX_ACK: usize = 32;
 
 /// Opens a stream to the guest's vsock `port` through the hybrid socket at `path`.
+///
+/// Once `CONNECT` is sent, the stream is never closed before the VMM's answer arrives,
+/// even if this future is dropped (a caller's timeout): `vhost-device-vsock` 0.3 panics
+/// if it cannot write its `OK` to a host socket that is already closed, and the panic
+/// takes the device thread with it, leaving the VM without vsock for good. (Seen here
+/// when a busy guest answered after the client had given up.) The wait for the answer
+/// therefore runs in a task of its own that outlives the caller; it ends with the answer
+/// or with the VMM's side of the socket.
 pub async fn connect(path: &Path, port: u32) -> Result<UnixStream> {
     let mut stream = crate::uds::connect(path)
         .await
         .map_err(|e| Error::Handshake(format!("connect {}: {e}", path.display())))?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let result = handshake(&mut stream, port).await.map(|()| stream);
+        // A caller that gave up dropped `rx`: the stream is closed here, after the answer.
+        let _ = tx.send(result);
+    });
+    rx.await
+        .map_err(|_| Error::Handshake("the handshake task ended without an answer".into()))?
+}
+
+async fn handshake(stream: &mut UnixStream, port: u32) -> Result<()> {
     stream
         .write_all(format!("CONNECT {port}\n").as_bytes())
         .await
@@ -46,7 +65,7 @@ pub async fn connect(path: &Path, port: u32) -> Result<UnixStream> {
             )));
         }
     }
-    parse_ack(&line).map(|_| stream)
+    parse_ack(&line).map(drop)
 }
 
 /// `OK <n>` → the host-side port number.
@@ -60,6 +79,7 @@ fn parse_ack(line: &[u8]) -> Result<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::net::UnixListener;
 
     #[test]
@@ -95,5 +115,33 @@ mod tests {
         assert!(err.contains("NOPE"), "{err}");
         server.await.unwrap();
         assert!(connect(&dir.path().join("absent"), 8080).await.is_err());
+    }
+
+    /// A caller that gives up while the guest is slow to answer must not close the
+    /// socket under the VMM (vhost-device-vsock 0.3 panics writing its `OK` to it).
+    #[tokio::test]
+    async fn a_caller_giving_up_leaves_the_socket_open_until_the_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let vmm = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 13];
+            s.read_exact(&mut buf).await.unwrap();
+            // The guest answers after the caller's deadline.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            s.write_all(b"OK 7\n")
+                .await
+                .expect("the socket is still open");
+            // ...and only then is it closed.
+            let mut rest = Vec::new();
+            s.read_to_end(&mut rest).await.unwrap();
+        });
+        let gave_up = tokio::time::timeout(Duration::from_millis(50), connect(&path, 8080)).await;
+        assert!(gave_up.is_err(), "the answer came too early");
+        tokio::time::timeout(Duration::from_secs(10), vmm)
+            .await
+            .expect("the stream was closed after the answer")
+            .unwrap();
     }
 }
