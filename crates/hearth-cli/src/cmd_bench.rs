@@ -65,13 +65,15 @@ pub async fn main(cmd: Command) -> anyhow::Result<i32> {
                 Err(e) => Err(e),
             };
             vm.destroy().await?;
-            let ((exec, health, connect), (echo_open, echo_new)) = result?;
+            let (r, (echo_open, echo_new)) = result?;
             report(
                 json,
                 vec![
-                    ("exec_true_ms", ms(&exec)),
-                    ("health_ms", ms(&health)),
-                    ("vsock_connect_ms", ms(&connect)),
+                    ("exec_true_ms", ms(&r.exec)),
+                    ("health_open_ms", ms(&r.health_open)),
+                    ("health_raw_http_ms", ms(&r.health_raw)),
+                    ("health_new_conn_ms", ms(&r.health_new)),
+                    ("vsock_connect_ms", ms(&r.connect)),
                     ("echo64_open_ms", ms(&echo_open)),
                     ("echo64_new_conn_ms", ms(&echo_new)),
                 ],
@@ -129,20 +131,26 @@ async fn upload_bench(
     ])
 }
 
-/// Three round trips, each on a fresh connection as the agent client makes them:
-/// `exec true` (HTTP + process spawn in the guest), `GET /health` (HTTP, the agent's
-/// cheapest call) and the bare hybrid-vsock handshake (`CONNECT` → `OK`).
-async fn exec_bench(
-    vm: &hearth_vmm::VmHandle,
-    n: usize,
-) -> anyhow::Result<(Samples, Samples, Samples)> {
+struct ExecFigures {
+    exec: Samples,
+    health_open: Samples,
+    health_raw: Samples,
+    health_new: Samples,
+    connect: Samples,
+}
+
+/// Round trips as the agent client makes them, on its kept connection: `exec true`
+/// (HTTP + process spawn in the guest) and `GET /health` (HTTP, the agent's cheapest
+/// call); `/health` again on a new connection each time; and the bare hybrid-vsock
+/// handshake (`CONNECT` -> `OK`).
+async fn exec_bench(vm: &hearth_vmm::VmHandle, n: usize) -> anyhow::Result<ExecFigures> {
     let agent = vm.agent();
     let req = ExecRequest {
         cmd: "true".into(),
         ..Default::default()
     };
     agent.exec(&req).await?; // warm-up: first exec pays page-cache misses
-    let (mut exec, mut health, mut connect) = (vec![], vec![], vec![]);
+    let (mut exec, mut health_open, mut health_new, mut connect) = (vec![], vec![], vec![], vec![]);
     for _ in 0..n {
         let t = Instant::now();
         let r = agent.exec(&req).await?;
@@ -152,7 +160,14 @@ async fn exec_bench(
     for _ in 0..n {
         let t = Instant::now();
         agent.health().await?;
-        health.push(t.elapsed());
+        health_open.push(t.elapsed());
+    }
+    let health_raw = raw_health(vm, n).await?;
+    for _ in 0..n {
+        agent.pool().clear();
+        let t = Instant::now();
+        agent.health().await?;
+        health_new.push(t.elapsed());
     }
     for _ in 0..n {
         let t = Instant::now();
@@ -160,7 +175,36 @@ async fn exec_bench(
         connect.push(t.elapsed());
         drop(s);
     }
-    Ok((exec, health, connect))
+    Ok(ExecFigures {
+        exec,
+        health_open,
+        health_raw,
+        health_new,
+        connect,
+    })
+}
+
+/// `GET /health` written by hand on one open vsock connection and its answer read
+/// back, without any HTTP client: what the agent's side of a call costs.
+async fn raw_health(vm: &hearth_vmm::VmHandle, n: usize) -> anyhow::Result<Samples> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = hearth_vmm::vsock::connect(&vm.vsock_path, AGENT_PORT).await?;
+    let mut buf = vec![0u8; 4096];
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        s.write_all(b"GET /health HTTP/1.1\r\nhost: hearth-agent\r\n\r\n")
+            .await?;
+        // The answer is small, in one piece, and its JSON body ends the message.
+        let mut got = 0;
+        while !buf[..got].ends_with(b"}") {
+            let k = s.read(&mut buf[got..]).await?;
+            anyhow::ensure!(k > 0 && got + k < buf.len(), "bad /health answer");
+            got += k;
+        }
+        out.push(t.elapsed());
+    }
+    Ok(out)
 }
 
 /// Prints n, median, p90, min and max of each series.

@@ -36,6 +36,9 @@ pub struct VmHandle {
     /// Unix sockets to remove when the VM stops.
     #[serde(default)]
     pub sockets: Vec<PathBuf>,
+    /// Open connections to the agent, shared by every clone of this handle.
+    #[serde(skip)]
+    pub(crate) agent_pool: crate::agent::Pool,
 }
 
 impl VmHandle {
@@ -67,9 +70,10 @@ impl VmHandle {
         self.procs.iter().find(|p| p.role == "vmm")
     }
 
-    /// Agent client for this VM.
+    /// Agent client for this VM; clients of one handle (and of its clones) reuse each
+    /// other's connections.
     pub fn agent(&self) -> AgentClient {
-        AgentClient::new(self.vsock_path.clone())
+        AgentClient::with_pool(self.vsock_path.clone(), self.agent_pool.clone())
     }
 
     /// Waits until `GET /health` answers, retrying while the guest boots; fails at once

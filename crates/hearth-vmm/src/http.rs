@@ -1,10 +1,12 @@
 //! Minimal HTTP/1.1 over a Unix stream (hybrid vsock to the agent, Firecracker's API
-//! socket): one connection per request, which keeps the client free of pooling state.
+//! socket). [`send`] makes one connection per request (Firecracker's API); the agent
+//! client keeps connections open with [`handshake`] and its pool.
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 
@@ -32,17 +34,24 @@ where
     BodyExt::boxed_unsync(StreamBody::new(body.map_ok(Frame::data)))
 }
 
-/// Sends one request on a fresh connection. The connection task lives until the
-/// response body has been read (or dropped), so streamed responses keep flowing.
-pub async fn send(stream: UnixStream, req: Request<ReqBody>) -> Result<Response<Incoming>> {
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+/// An HTTP/1.1 client connection on `stream`. Its task lives as long as the returned
+/// sender (and, after that, until the last response body has been read or dropped), so
+/// streamed responses keep flowing.
+pub async fn handshake(stream: UnixStream) -> Result<SendRequest<ReqBody>> {
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| Error::Transport(format!("handshake: {e}")))?;
     tokio::spawn(async move {
         // Errors surface on the request or body side; nothing to add here.
         let _ = conn.await;
     });
-    sender
+    Ok(sender)
+}
+
+/// Sends one request on a fresh connection.
+pub async fn send(stream: UnixStream, req: Request<ReqBody>) -> Result<Response<Incoming>> {
+    handshake(stream)
+        .await?
         .send_request(req)
         .await
         .map_err(|e| Error::Transport(format!("{e}")))

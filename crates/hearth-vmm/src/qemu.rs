@@ -162,6 +162,7 @@ impl Vmm for Qemu {
             procs: vec![vhost.clone()],
             api_socket: None,
             sockets: vec![l.vsock.clone(), l.vhost.clone()],
+            agent_pool: Default::default(),
         };
         // Recorded at once: if anything below fails, destroy() still finds this process.
         handle.save()?;

@@ -15,6 +15,7 @@
 pub mod files;
 mod freeze;
 mod ndjson;
+pub mod pool;
 pub mod process;
 
 use std::path::PathBuf;
@@ -37,6 +38,7 @@ use crate::http::{self as h};
 pub use crate::http::{stream_body, ReqBody};
 use crate::{vsock, Error, Result};
 pub use ndjson::LineStream;
+pub use pool::Pool;
 
 /// Largest JSON response we buffer (outputs are capped by the agent at 1 MiB per stream,
 /// JSON escaping can multiply that).
@@ -47,20 +49,35 @@ pub type EventStream = LineStream<StreamEvent>;
 /// Raw bytes of a download, in arrival order.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
 
+/// A client of one VM's agent. Clones share its open connections ([`Pool`]); a
+/// `VmHandle` hands out clients of the same pool, so calls made through it reuse them.
 #[derive(Debug, Clone)]
 pub struct AgentClient {
     pub vsock_path: PathBuf,
     /// Per-request limit on connecting and getting response headers (not on reading a
     /// streamed body, which lasts as long as the program runs).
     pub connect_timeout: Duration,
+    pool: Pool,
 }
 
 impl AgentClient {
+    /// A client with a pool of its own.
     pub fn new(vsock_path: PathBuf) -> Self {
+        Self::with_pool(vsock_path, Pool::default())
+    }
+
+    /// A client that keeps its connections in `pool`.
+    pub fn with_pool(vsock_path: PathBuf, pool: Pool) -> Self {
         Self {
             vsock_path,
             connect_timeout: Duration::from_secs(10),
+            pool,
         }
+    }
+
+    /// The open connections this client reuses.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
     }
 
     /// `GET /health`; an agent of another protocol version is an error.
@@ -224,14 +241,42 @@ impl AgentClient {
         req.headers_mut()
             .entry(header::HOST)
             .or_insert(header::HeaderValue::from_static("hearth-agent"));
-        let stream = self.connect().await?;
-        let send = h::send(stream, req);
+        let send = self.send_pooled(req);
         match headers_within {
             Some(limit) => tokio::time::timeout(limit, send)
                 .await
                 .map_err(|_| Error::Transport(format!("no response within {limit:?}")))?,
             None => send.await,
         }
+    }
+
+    /// Sends on an open connection when one is idle, else on a new one; the connection
+    /// goes back to the pool once the response headers are in. A pooled connection that
+    /// turns out closed before the request went out is replaced by a new one (hyper
+    /// hands the unsent request back); one that fails later is an error, since the
+    /// request may have reached the agent. Dropping this future mid-request (a timeout)
+    /// makes hyper close that connection: it is never reused in an unknown state.
+    async fn send_pooled(&self, req: Request<ReqBody>) -> Result<hyper::Response<Incoming>> {
+        let mut req = req;
+        if let Some(mut conn) = self.pool.checkout() {
+            match conn.try_send_request(req).await {
+                Ok(resp) => {
+                    self.pool.put(conn);
+                    return Ok(resp);
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => return Err(Error::Transport(format!("{}", e.error()))),
+                },
+            }
+        }
+        let mut conn = h::handshake(self.connect().await?).await?;
+        let resp = conn
+            .send_request(req)
+            .await
+            .map_err(|e| Error::Transport(format!("{e}")))?;
+        self.pool.put(conn);
+        Ok(resp)
     }
 
     /// A new connection to the agent's port, within `connect_timeout`.
@@ -357,6 +402,8 @@ fn call_budget(timeout_ms: Option<u64>) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
 
     #[test]
     fn sh_runs_become_exec_requests() {
@@ -406,6 +453,67 @@ mod tests {
             }
         });
         (dir, AgentClient::new(path))
+    }
+
+    /// A keep-alive agent behind a hybrid socket that counts the connections it accepts
+    /// and closes each after `per_conn` requests.
+    async fn counting_agent(per_conn: usize) -> (tempfile::TempDir, AgentClient, Arc<AtomicUsize>) {
+        use hyper::service::service_fn;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let conns = Arc::new(AtomicUsize::new(0));
+        let counter = conns.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let mut line = [0u8; 13];
+                s.read_exact(&mut line).await.unwrap();
+                s.write_all(b"OK 1\n").await.unwrap();
+                let served = Arc::new(AtomicUsize::new(0));
+                tokio::spawn(async move {
+                    let svc = service_fn(move |_req| {
+                        let n = served.fetch_add(1, Ordering::SeqCst) + 1;
+                        async move {
+                            let body = format!(
+                                r#"{{"version":"t","protocol":{PROTOCOL_VERSION},"uptime_ms":1}}"#
+                            );
+                            let mut resp =
+                                hyper::Response::new(http_body_util::Full::new(Bytes::from(body)));
+                            if n >= per_conn {
+                                resp.headers_mut()
+                                    .insert(header::CONNECTION, "close".parse().unwrap());
+                            }
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        (dir, AgentClient::new(path), conns)
+    }
+
+    #[tokio::test]
+    async fn calls_reuse_an_open_connection_and_replace_a_closed_one() {
+        let (_dir, agent, conns) = counting_agent(3).await;
+        for _ in 0..3 {
+            agent.health().await.unwrap();
+        }
+        // Clones share the pool.
+        assert_eq!(
+            conns.load(Ordering::SeqCst),
+            1,
+            "three calls, one connection"
+        );
+        // The agent closed that connection after its third answer: the next call notices
+        // and opens another, without an error.
+        agent.clone().health().await.unwrap();
+        assert_eq!(conns.load(Ordering::SeqCst), 2);
+        assert_eq!(agent.pool().len(), 1);
     }
 
     #[tokio::test]

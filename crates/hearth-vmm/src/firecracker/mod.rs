@@ -365,6 +365,7 @@ impl Firecracker {
             procs: vec![vmm.clone()],
             api_socket: Some(p.api.clone()),
             sockets: vec![p.api.clone(), p.vsock.clone()],
+            agent_pool: Default::default(),
         };
         handle.save()?;
         Ok((handle, vmm))
