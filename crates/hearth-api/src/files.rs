@@ -1,12 +1,13 @@
-//! Whole-tree transfers: `POST /v1/vms/{id}/files/upload` (tar.gz in) and
-//! `GET /v1/vms/{id}/files/download` (tar.gz out).
+//! Whole-tree transfers: `POST /v1/vms/{id}/files/upload` (tar.gz in, or plain tar with
+//! `Content-Type: application/x-tar`) and `GET /v1/vms/{id}/files/download` (tar.gz out,
+//! or plain tar with `format=tar`).
 
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::Required;
 use utoipa::IntoParams;
 
-pub use hearth_proto::UploadResponse;
+pub use hearth_proto::{ArchiveFormat, UploadResponse};
 
 use crate::limits::Limits;
 use crate::{rules, Validate, ValidationError};
@@ -60,15 +61,27 @@ impl Validate for UploadQuery {
 pub struct DownloadQuery {
     /// File or directory in `/workspace`.
     pub path: String,
+    /// `tar.gz` (the default) or `tar`.
+    #[serde(default)]
+    pub format: ArchiveFormat,
 }
 
 impl IntoParams for DownloadQuery {
     fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
-        vec![path_param(
-            "path",
-            true,
-            "File or directory in `/workspace`.",
-        )]
+        let format = utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(["tar.gz", "tar"]))
+            .default(Some("tar.gz".into()));
+        vec![
+            path_param("path", true, "File or directory in `/workspace`."),
+            ParameterBuilder::new()
+                .name("format")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some("Archive format: `tar.gz` (default) or `tar`."))
+                .schema(Some(format))
+                .build(),
+        ]
     }
 }
 

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, Context};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use hearth_proto::ArchiveFormat;
 use reqwest::{Method, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -212,11 +213,12 @@ fn finish<S, T: DeserializeOwned>(s: S, buf: Vec<u8>) -> Option<(anyhow::Result<
     Some((v, (s, Vec::new(), true)))
 }
 
-/// Packs `local` as tar.gz on a blocking thread, handing chunks over as they are made
-/// (nothing is staged on disk or held whole in memory). A directory keeps its name as
-/// the top entry, like `cp -r`.
-pub fn pack_tar_gz(
+/// Packs `local` as a tar or tar.gz on a blocking thread, handing chunks over as they are
+/// made (nothing is staged on disk or held whole in memory). A directory keeps its name
+/// as the top entry, like `cp -r`.
+pub fn pack_archive(
     local: PathBuf,
+    format: ArchiveFormat,
 ) -> anyhow::Result<impl futures::Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static> {
     let meta = std::fs::metadata(&local).with_context(|| format!("reading {}", local.display()))?;
     let name = local
@@ -226,17 +228,20 @@ pub fn pack_tar_gz(
         .context("cannot upload /")?;
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
     std::thread::spawn(move || {
-        let w = ChannelWriter(tx.clone());
-        let res = (|| {
-            let gz = flate2::write::GzEncoder::new(w, flate2::Compression::fast());
-            let mut b = tar::Builder::new(gz);
-            if meta.is_dir() {
-                b.append_dir_all(&name, &local)?;
-            } else {
-                b.append_path_with_name(&local, &name)?;
-            }
-            b.into_inner()?.finish()?.flush()
-        })();
+        let w = std::io::BufWriter::with_capacity(256 * 1024, ChannelWriter(tx.clone()));
+        let res = match format {
+            ArchiveFormat::TarGz => (|| {
+                let gz = flate2::write::GzEncoder::new(w, flate2::Compression::fast());
+                let mut b = tar::Builder::new(gz);
+                append_local(&mut b, &local, &name, meta.is_dir())?;
+                b.into_inner()?.finish()?.flush()
+            })(),
+            ArchiveFormat::Tar => (|| {
+                let mut b = tar::Builder::new(w);
+                append_local(&mut b, &local, &name, meta.is_dir())?;
+                b.into_inner()?.flush()
+            })(),
+        };
         if let Err(e) = res {
             let _ = tx.blocking_send(Err(e));
         }
@@ -245,6 +250,20 @@ pub fn pack_tar_gz(
     Ok(futures::stream::poll_fn(move |cx| {
         rx.lock().expect("upload channel poisoned").poll_recv(cx)
     }))
+}
+
+/// `local` into `b` as `name` (a directory with everything under it).
+fn append_local<W: Write>(
+    b: &mut tar::Builder<W>,
+    local: &std::path::Path,
+    name: &std::ffi::OsStr,
+    is_dir: bool,
+) -> std::io::Result<()> {
+    if is_dir {
+        b.append_dir_all(name, local)
+    } else {
+        b.append_path_with_name(local, name)
+    }
 }
 
 struct ChannelWriter(tokio::sync::mpsc::Sender<std::io::Result<Bytes>>);

@@ -11,7 +11,7 @@ use hearth_api::exec::{
     describe_script_error, ExecRequest, ExecResponse, RunRequest, RunResponse, StreamEvent,
     StreamLine,
 };
-use hearth_api::files::UploadResponse;
+use hearth_api::files::{ArchiveFormat, UploadResponse};
 use hearth_api::network::{FirewallView, NetworkSpec, VmNetwork};
 use hearth_api::vms::{CallHistory, ConsoleLog, CreateVm, Vm, VmList, VmState};
 use serde::de::DeserializeOwned;
@@ -19,7 +19,7 @@ use serde::Serialize;
 
 /// Kept here too: `cmd_job` imports it from this module.
 pub use crate::client::query_escape;
-use crate::client::{pack_tar_gz, Client, ClientArgs};
+use crate::client::{pack_archive, Client, ClientArgs};
 
 /// What `hearth vm exec`/`run-*` and `hearth job` say when the guest's OOM killer ended
 /// a run (`oom_killed` in the response).
@@ -123,7 +123,7 @@ pub enum Command {
     RunJs(RunArgs),
     /// Run a Python file (`-` for stdin).
     RunPython(RunArgs),
-    /// Upload a file or directory (packed as tar.gz on the fly).
+    /// Upload a file or directory (packed as tar.gz, or tar, on the fly).
     Upload {
         #[command(flatten)]
         c: ClientArgs,
@@ -132,8 +132,12 @@ pub enum Command {
         /// Directory in the VM to extract into.
         #[arg(long, default_value = "/workspace")]
         dest: String,
+        /// Archive format on the wire: `tar.gz`, or `tar` (no compression: faster when
+        /// the server is near, since the guest does not have to inflate it).
+        #[arg(long, default_value = "tar.gz", value_parser = parse_format)]
+        format: ArchiveFormat,
     },
-    /// Download a file or directory: writes the tar.gz, or extracts it with `-x`.
+    /// Download a file or directory: writes the archive, or extracts it with `-x`.
     Download {
         #[command(flatten)]
         c: ClientArgs,
@@ -145,6 +149,9 @@ pub enum Command {
         /// Extract into this directory instead of keeping the archive.
         #[arg(short = 'x', long)]
         extract: Option<PathBuf>,
+        /// Archive format: `tar.gz` or `tar`.
+        #[arg(long, default_value = "tar.gz", value_parser = parse_format)]
+        format: ArchiveFormat,
     },
     /// The end of the VM's console log.
     Logs {
@@ -356,11 +363,17 @@ pub async fn main(cmd: Command) -> anyhow::Result<i32> {
         Command::RunTs(a) => return run_script(a, "run-ts").await,
         Command::RunJs(a) => return run_script(a, "run-js").await,
         Command::RunPython(a) => return run_script(a, "run-python").await,
-        Command::Upload { c, id, local, dest } => {
-            let stream = pack_tar_gz(local)?;
+        Command::Upload {
+            c,
+            id,
+            local,
+            dest,
+            format,
+        } => {
+            let stream = pack_archive(local, format)?;
             let path = format!("/v1/vms/{id}/files/upload?dest={}", query_escape(&dest));
             let r: UploadResponse = Client::new(&c)?
-                .post_stream(&path, "application/gzip", stream)
+                .post_stream(&path, format.content_type(), stream)
                 .await?;
             if c.json {
                 print_json(&r);
@@ -377,7 +390,8 @@ pub async fn main(cmd: Command) -> anyhow::Result<i32> {
             path,
             output,
             extract,
-        } => download(&c, &id, &path, output, extract).await?,
+            format,
+        } => download(&c, &id, &path, output, extract, format).await?,
         Command::Logs { c, id, tail } => {
             let log: ConsoleLog = Client::new(&c)?
                 .get(&format!("/v1/vms/{id}/logs?tail={tail}"))
@@ -511,9 +525,14 @@ async fn download(
     path: &str,
     output: Option<PathBuf>,
     extract: Option<PathBuf>,
+    format: ArchiveFormat,
 ) -> anyhow::Result<()> {
     let client = Client::new(c)?;
-    let uri = format!("/v1/vms/{id}/files/download?path={}", query_escape(path));
+    let uri = format!(
+        "/v1/vms/{id}/files/download?path={}&format={}",
+        query_escape(path),
+        format.as_str()
+    );
     let resp = client
         .send(client.request(reqwest::Method::GET, &uri))
         .await?;
@@ -524,8 +543,8 @@ async fn download(
     // The archive always lands in a file first; extraction reads it back (tar needs Read).
     let archive = match (&output, &extract) {
         (Some(o), _) => o.clone(),
-        (None, Some(dir)) => dir.join(format!(".{name}.hearth-download.tar.gz")),
-        (None, None) => PathBuf::from(format!("{name}.tar.gz")),
+        (None, Some(dir)) => dir.join(format!(".{name}.hearth-download.{}", format.as_str())),
+        (None, None) => PathBuf::from(format!("{name}.{}", format.as_str())),
     };
     if let Some(dir) = &extract {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -542,7 +561,11 @@ async fn download(
     f.sync_all()?;
     if let Some(dir) = extract {
         let file = std::fs::File::open(&archive)?;
-        tar::Archive::new(flate2::read::GzDecoder::new(file))
+        let reader: Box<dyn std::io::Read> = match format {
+            ArchiveFormat::TarGz => Box::new(flate2::read::GzDecoder::new(file)),
+            ArchiveFormat::Tar => Box::new(file),
+        };
+        tar::Archive::new(reader)
             .unpack(&dir)
             .with_context(|| format!("extracting into {}", dir.display()))?;
         if output.is_none() {
@@ -556,6 +579,14 @@ async fn download(
         eprintln!("wrote {} ({total} bytes)", archive.display());
     }
     Ok(())
+}
+
+fn parse_format(s: &str) -> Result<ArchiveFormat, String> {
+    match s {
+        "tar.gz" | "tgz" => Ok(ArchiveFormat::TarGz),
+        "tar" => Ok(ArchiveFormat::Tar),
+        _ => Err(format!("{s:?} is not tar.gz or tar")),
+    }
 }
 
 /// `KEY=VALUE` arguments as a map.

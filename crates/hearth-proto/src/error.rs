@@ -95,7 +95,7 @@ pub enum ErrorCode {
     TooManyRequests,
     /// 422: an uploaded archive breaks the workspace policy (symlink, `..`, device ...).
     ArchiveRejected,
-    /// 400: an uploaded archive is not a readable tar.gz stream.
+    /// 400: an uploaded archive is not a readable tar (or tar.gz) stream.
     BadArchive,
     /// 409: the VM went away during the request.
     VmUnreachable,

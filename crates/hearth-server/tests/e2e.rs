@@ -495,6 +495,47 @@ async fn cli_client_round_trip() {
         std::fs::read(back.join("payload/d/x.txt")).unwrap(),
         b"cli bytes"
     );
+    // The same as a plain tar, both ways (no gzip: what the guest need not inflate).
+    std::fs::write(local.join("d/x.txt"), b"plain bytes").unwrap();
+    let up = [
+        "vm",
+        "upload",
+        &id,
+        local.to_str().unwrap(),
+        "--format",
+        "tar",
+    ];
+    let (code, _, err) = cli(&up);
+    assert_eq!(code, 0, "{err}");
+    let tar_file = tmp.path().join("payload.tar");
+    let down = [
+        "vm",
+        "download",
+        &id,
+        "/workspace/payload",
+        "--format",
+        "tar",
+        "-o",
+        tar_file.to_str().unwrap(),
+    ];
+    let (code, _, err) = cli(&down);
+    assert_eq!(code, 0, "{err}");
+    let mut plain = tar::Archive::new(std::fs::File::open(&tar_file).unwrap());
+    let entry = plain
+        .entries()
+        .unwrap()
+        .map(Result::unwrap)
+        .find(|e| e.path().unwrap().ends_with("d/x.txt"))
+        .map(|mut e| {
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            data
+        });
+    assert_eq!(
+        entry.as_deref(),
+        Some(&b"plain bytes"[..]),
+        "a plain tar back"
+    );
 
     let (code, _, err) = cli(&["vm", "show", "no-such-vm"]);
     assert_eq!(code, 1);

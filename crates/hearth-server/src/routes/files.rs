@@ -1,5 +1,5 @@
-//! Whole-tree transfers: a tar.gz body extracted into the VM, a path packed out of it.
-//! Both bodies stream through without being held whole.
+//! Whole-tree transfers: a tar.gz (or plain tar) body extracted into the VM, a path
+//! packed out of it. Both bodies stream through without being held whole.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use hearth_api::files::{DownloadQuery, UploadQuery, UploadResponse};
+use hearth_api::files::{ArchiveFormat, DownloadQuery, UploadQuery, UploadResponse};
 use hearth_api::schema::Binary;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -25,10 +25,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(download_files))
 }
 
-/// Extracts a tar.gz body into the VM; the body is streamed to the agent, which refuses
+/// Extracts a tar.gz body (`Content-Type: application/x-tar`: a plain tar, which the
+/// guest need not inflate) into the VM; the body is streamed to the agent, which refuses
 /// entries that would escape `dest` (symlinks, `..`, devices).
 #[utoipa::path(post, path = "/v1/vms/{id}/files/upload", tag = "files",
-    request_body(content = Binary, content_type = "application/gzip"),
+    request_body(content((Binary = "application/gzip"), (Binary = "application/x-tar"))),
     params(("id" = String, Path, format = Uuid, description = "The VM's id."), UploadQuery),
     responses((status = 200, description = "Extracted.", body = UploadResponse),
               (status = 404, response = NotFound),
@@ -70,20 +71,25 @@ async fn upload_files(
         }
         Ok(chunk)
     });
+    let format = ArchiveFormat::from_content_type(
+        headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    );
     // The client waits for the answer as long as the upload streams.
-    match h.agent().upload(&dest, stream).await {
+    match h.agent().upload_as(&dest, format, stream).await {
         Ok(r) => Ok(axum::Json(r)),
         Err(_) if over.load(Ordering::Relaxed) => Err(too_large()),
         Err(e) => Err(from_agent_call(e, h.is_alive())),
     }
 }
 
-/// A tar.gz of a file or directory in the VM, streamed as the agent packs it. Symlinks
-/// are never followed.
+/// A tar.gz (`format=tar`: a plain tar) of a file or directory in the VM, streamed as
+/// the agent packs it. Symlinks are never followed.
 #[utoipa::path(get, path = "/v1/vms/{id}/files/download", tag = "files",
     params(("id" = String, Path, format = Uuid, description = "The VM's id."), DownloadQuery),
-    responses((status = 200, description = "The archive.", body = Binary,
-               content_type = "application/gzip"),
+    responses((status = 200, description = "The archive.",
+               content((Binary = "application/gzip"), (Binary = "application/x-tar"))),
               (status = 404, response = NotFound),
               (status = 409, response = Conflict),
               (status = 422, response = InvalidRequest)))]
@@ -93,12 +99,17 @@ async fn download_files(
     ValidQuery(q): ValidQuery<DownloadQuery>,
 ) -> Result<Response> {
     let (_, h) = vms::running_handle(&state, &id).await?;
+    let format = q.format;
+    let query = hearth_proto::DownloadQuery {
+        path: q.path,
+        format,
+    };
     let bytes = h
         .agent()
-        .download(&q.path)
+        .download_as(&query)
         .await
         .map_err(|e| from_agent_call(e, h.is_alive()))?;
     let body =
         Body::from_stream(bytes.map(|r| r.map_err(|e| std::io::Error::other(e.to_string()))));
-    Ok(([(header::CONTENT_TYPE, "application/gzip")], body).into_response())
+    Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
 }
