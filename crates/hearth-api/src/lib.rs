@@ -4,7 +4,7 @@
 //! and the tests use them, so a renamed field breaks the build instead of a client.
 //!
 //! One module per resource ([`vms`], [`exec`], [`files`], [`network`], [`images`],
-//! [`keys`], [`jobs`], [`scripts`], [`meta`]); a new route group adds a module.
+//! [`keys`], [`jobs`], [`scripts`], [`pool`], [`meta`]); a new route group adds a module.
 //!
 //! # Validation
 //! Each request type implements [`Validate`]: one `validate()` returning a
@@ -27,6 +27,7 @@ pub mod keys;
 pub mod limits;
 pub mod meta;
 pub mod network;
+pub mod pool;
 mod rules;
 pub mod schema;
 pub mod scripts;

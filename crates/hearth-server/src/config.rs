@@ -26,6 +26,8 @@ pub struct Config {
     /// runs as root in a chroot on this host: turn it off where API keys are not trusted
     /// with that (`HEARTH_IMAGE_BUILDS=false`).
     pub image_builds: bool,
+    /// Warm VMs kept booted per spec (`[pool]`, `HEARTH_POOL_SIZE`).
+    pub pool: crate::pool::PoolConfig,
     /// Built-in image registered from `KERNEL_PATH` + `BASE_ROOTFS_PATH`.
     pub kernel_path: Option<PathBuf>,
     pub base_rootfs_path: Option<PathBuf>,
@@ -78,6 +80,7 @@ impl Default for Config {
             jobs: Default::default(),
             networking: true,
             image_builds: true,
+            pool: Default::default(),
             kernel_path: None,
             base_rootfs_path: None,
         }
@@ -165,6 +168,7 @@ impl Config {
         env!("HEARTH_JOB_TIMEOUT_S", self.jobs.default_timeout_s);
         env!("HEARTH_NETWORKING", self.networking);
         env!("HEARTH_IMAGE_BUILDS", self.image_builds);
+        env!("HEARTH_POOL_SIZE", self.pool.size);
         if let Some(v) = get("KERNEL_PATH") {
             self.kernel_path = Some(v.into());
         }
@@ -177,6 +181,7 @@ impl Config {
                 self.defaults.vcpus, self.limits.max_vcpus
             )));
         }
+        self.pool.validate(&self.limits)?;
         if self.defaults.memory_mib > self.limits.max_memory_mib {
             return Err(AppError::Config(format!(
                 "default memory_mib {} is above max_memory_mib ({})",
@@ -246,6 +251,33 @@ mod tests {
         assert_eq!(cfg.limits.max_vms, 5);
         assert_eq!(cfg.defaults.vcpus, 2);
         assert_eq!(cfg.listen.port(), 9000);
+    }
+
+    #[test]
+    fn pool_sections_parse_and_are_checked() {
+        let mut cfg: Config = toml::from_str(
+            "[pool]\nsize = 2\n[[pool.spec]]\nimage = \"big\"\nvcpus = 2\nmemory_mib = 1024\nsize = 1\n",
+        )
+        .unwrap();
+        cfg.apply_env(|_| None).unwrap();
+        assert_eq!(cfg.pool.size, 2);
+        assert_eq!(cfg.pool.spec[0].image.as_deref(), Some("big"));
+        cfg.apply_env(|k| (k == "HEARTH_POOL_SIZE").then(|| "0".to_string()))
+            .unwrap();
+        assert_eq!(cfg.pool.size, 0);
+        // More warm VMs than max_vms allows is a configuration error, not a silent cap.
+        let mut cfg = Config::default();
+        let err = cfg
+            .apply_env(|k| match k {
+                "HEARTH_POOL_SIZE" => Some("20".into()),
+                "HEARTH_MAX_VMS" => Some("4".into()),
+                _ => None,
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("max_vms"), "{err}");
+        let mut cfg: Config = toml::from_str("[[pool.spec]]\nvcpus = 99\nsize = 1\n").unwrap();
+        assert!(cfg.apply_env(|_| None).is_err());
+        assert!(toml::from_str::<Config>("[pool]\nsize = 1\nbogus = 2\n").is_err());
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod models;
 pub mod network;
 pub mod owner;
+pub mod pool;
 pub mod reconcile;
 pub mod routes;
 pub mod store;
@@ -61,6 +62,8 @@ pub struct Inner {
     pub net: network::NetRuntime,
     /// What requests are validated against (and what `/openapi.json` shows).
     pub api_limits: hearth_api::Limits,
+    /// Warm VMs waiting to be claimed by a create.
+    pub pool: pool::Pool,
 }
 
 impl std::ops::Deref for AppState {
@@ -89,6 +92,7 @@ impl AppState {
         Ok(AppState {
             inner: Arc::new(Inner {
                 boots: Arc::new(Semaphore::new(config.limits.max_concurrent_boots as usize)),
+                pool: pool::Pool::new(&config.pool, &config.defaults),
                 config,
                 store,
                 keys,
@@ -156,6 +160,7 @@ pub async fn serve(config: Config) -> Result<()> {
     // After reconcile: it re-adopts job VMs that outlived us, which recovery destroys.
     jobs::recover(&state).await?;
     jobs::start_workers(&state);
+    tokio::spawn(pool::run(state.clone()));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| AppError::io(format!("binding {listen}"), e))?;

@@ -104,5 +104,19 @@ pub async fn render(state: &AppState) -> Result<String> {
     );
     let _ = writeln!(out, "hearth_vm_boot_seconds_sum {}", h.sum_s);
     let _ = writeln!(out, "hearth_vm_boot_seconds_count {}", h.count);
+    drop(h);
+    let (hits, misses) = state.pool.claims();
+    out.push_str(
+        "# HELP hearth_pool_claims_total Creates of a pooled spec: served by a warm VM (hit) \
+         or booted cold (miss).\n# TYPE hearth_pool_claims_total counter\n",
+    );
+    let _ = writeln!(out, "hearth_pool_claims_total{{result=\"hit\"}} {hits}");
+    let _ = writeln!(out, "hearth_pool_claims_total{{result=\"miss\"}} {misses}");
+    out.push_str("# HELP hearth_pool_vms Warm VMs by state.\n# TYPE hearth_pool_vms gauge\n");
+    let specs = state.pool.status();
+    let ready: u32 = specs.iter().map(|s| s.ready).sum();
+    let booting: u32 = specs.iter().map(|s| s.booting).sum();
+    let _ = writeln!(out, "hearth_pool_vms{{state=\"ready\"}} {ready}");
+    let _ = writeln!(out, "hearth_pool_vms{{state=\"booting\"}} {booting}");
     Ok(out)
 }

@@ -267,24 +267,15 @@ impl Owner {
             Some(n) => Some(network::setup(&self.state, vm, n).await?),
             None => None,
         };
-        // Template layers live next to the rootfs, named by the image's manifest.
-        let layers = std::path::Path::new(&rootfs)
-            .parent()
-            .map(hearth_image::layers_of)
-            .unwrap_or_default();
-        let spec = VmSpec {
-            id: self.id.clone(),
-            kernel: kernel.into(),
-            rootfs: rootfs.into(),
-            vcpus: vm.vcpus,
-            memory_mib: vm.memory_mib,
-            state_dir: self.state_dir(),
-            overlay,
-            overlay_size_mib: self.state.config.defaults.overlay_size_mib,
-            layers,
-            net: net.as_ref().map(network::attachment),
-            extra_cmdline: vec![],
-        };
+        let mut spec = vm_spec(
+            &self.state,
+            &self.id,
+            (&kernel, &rootfs),
+            vm.vcpus,
+            vm.memory_mib,
+        );
+        spec.overlay = overlay;
+        spec.net = net.as_ref().map(network::attachment);
         let vmm = self.state.vmm().await?;
         let started = Instant::now();
         let blame = |e| boot_failure(&self.id, &image, e);
@@ -375,6 +366,35 @@ impl Owner {
         }
         self.cleanup().await;
         true
+    }
+}
+
+/// The spec of VM `id` from an image's (kernel, rootfs): its own state dir under `vms/`,
+/// the image's template layers, a new overlay, no NIC.
+pub(crate) fn vm_spec(
+    state: &AppState,
+    id: &str,
+    (kernel, rootfs): (&str, &str),
+    vcpus: u8,
+    memory_mib: u32,
+) -> VmSpec {
+    // Template layers live next to the rootfs, named by the image's manifest.
+    let layers = std::path::Path::new(rootfs)
+        .parent()
+        .map(hearth_image::layers_of)
+        .unwrap_or_default();
+    VmSpec {
+        id: id.to_string(),
+        kernel: kernel.into(),
+        rootfs: rootfs.into(),
+        vcpus,
+        memory_mib,
+        state_dir: state.config.vms_dir().join(id),
+        overlay: None,
+        overlay_size_mib: state.config.defaults.overlay_size_mib,
+        layers,
+        net: None,
+        extra_cmdline: vec![],
     }
 }
 

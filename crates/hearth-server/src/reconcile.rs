@@ -8,7 +8,8 @@
 //! | `creating` | anything | `failed` (a boot is not resumed), processes and files removed |
 //! | `stopped` | anything | processes killed if any, overlay kept, owner started |
 //! | `failed`/`deleted` | leftovers | processes killed, files removed |
-//! | nothing | a dir under `vms/` | processes killed, dir removed |
+//! | nothing | a warm VM's dir (`pool.json` in it) | back into the pool if alive and wanted, else removed |
+//! | nothing | any other dir under `vms/` | processes killed, dir removed |
 //!
 //! Host networks (netns, nftables table, veth) are kept only for re-adopted running VMs;
 //! the rest are removed and the address blocks of failed/deleted VMs freed
@@ -80,6 +81,10 @@ pub async fn reconcile(state: &AppState) -> Result<()> {
             let name = entry.file_name().to_string_lossy().to_string();
             if !known.contains(&name) {
                 let dir = entry.path();
+                if dir.join(crate::pool::MARKER).exists() {
+                    state.pool.adopt(state, &dir).await;
+                    continue;
+                }
                 tracing::warn!(dir = %dir.display(), "removing VM dir unknown to the store");
                 remove_vm_files(VmHandle::adopt(&dir).ok(), &dir).await;
                 cleaned += 1;

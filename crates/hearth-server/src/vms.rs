@@ -3,6 +3,8 @@
 //! boot, wait for the agent) and [`destroy_vm`]; [`running_handle`] gives a running VM's
 //! handle for agent calls.
 
+use std::time::Duration;
+
 use hearth_api::vms::CreateVm;
 use hearth_api::Validate;
 use hearth_vmm::VmHandle;
@@ -10,6 +12,7 @@ use hearth_vmm::VmHandle;
 use crate::error::{AppError, Result};
 use crate::models::{now_ms, vm_network, Timestamp, Vm, VmRecord, VmState};
 use crate::owner::{self, Cmd};
+use crate::pool::SpecKey;
 use crate::AppState;
 
 /// Validates `req` against the limits, records the VM as `creating`, boots it and
@@ -37,6 +40,46 @@ pub async fn create_vm(state: &AppState, req: CreateVm) -> Result<VmRecord> {
     }
     // Before the boot permit: a refused network (bad entry, host cannot) leaves no trace.
     let network = crate::network::check_request(state, req.network.as_ref()).await?;
+    let vcpus = req.vcpus.unwrap_or(defaults.vcpus);
+    let memory_mib = req.memory_mib.unwrap_or(defaults.memory_mib);
+    // A warm VM of this spec, when there is one: no boot at all. (Pool VMs have no NIC.)
+    let key = SpecKey {
+        image_id: image.id.clone(),
+        vcpus,
+        memory_mib,
+    };
+    if network.is_none() && state.pool.wants(&key) {
+        while let Some(warm) = state.pool.claim(&key) {
+            let now = now_ms();
+            let vm = VmRecord {
+                image_id: image.id.clone(),
+                env: req.env.clone(),
+                vm: Vm {
+                    id: warm.id.clone(),
+                    state: VmState::Running,
+                    image: image.name.clone(),
+                    vcpus,
+                    memory_mib,
+                    vmm: Some(warm.handle.kind.to_string()),
+                    accel: Some(warm.handle.accel.to_string()),
+                    created_at: Timestamp::from_ms(now),
+                    ready_at: Some(Timestamp::from_ms(now)),
+                    boot_ms: Some(warm.boot_ms),
+                    ttl_s: req.ttl_s.map(|t| t as i64),
+                    expires_at: req
+                        .ttl_s
+                        .map(|t| Timestamp::from_ms(now + (t as i64) * 1000)),
+                    metadata: req.metadata.clone(),
+                    error: None,
+                    network: None,
+                },
+            };
+            match take_warm(state, vm.clone(), warm).await {
+                Ok(()) => return Ok(vm),
+                Err(e) => tracing::warn!(vm = %vm.id, error = %e, "a warm VM failed its claim"),
+            }
+        }
+    }
     let permit = owner::boot_permit(state)?;
     let created_at = now_ms();
     let mut vm = VmRecord {
@@ -46,8 +89,8 @@ pub async fn create_vm(state: &AppState, req: CreateVm) -> Result<VmRecord> {
             id: uuid::Uuid::new_v4().to_string(),
             state: VmState::Creating,
             image: image.name.clone(),
-            vcpus: req.vcpus.unwrap_or(defaults.vcpus),
-            memory_mib: req.memory_mib.unwrap_or(defaults.memory_mib),
+            vcpus,
+            memory_mib,
             vmm: None,
             accel: None,
             created_at: Timestamp::from_ms(created_at),
@@ -67,9 +110,13 @@ pub async fn create_vm(state: &AppState, req: CreateVm) -> Result<VmRecord> {
         // and never pick the same address block.
         let _guard = state.create_lock.lock().await;
         let live = state.store.count_vms(&VmState::LIVE).await?;
-        if live >= limits.max_vms as i64 {
+        // Warm VMs count too; one makes room for a create that could not use it.
+        let max = limits.max_vms as i64;
+        while live + state.pool.total() as i64 >= max && live < max && state.pool.evict_one() {}
+        if live + state.pool.total() as i64 >= max {
             return Err(AppError::Conflict(format!(
-                "{live} VMs exist (limit max_vms = {}); delete one first",
+                "{live} VMs exist and {} warm ones are booting (limit max_vms = {}); delete one first",
+                state.pool.total(),
                 limits.max_vms
             )));
         }
@@ -81,6 +128,27 @@ pub async fn create_vm(state: &AppState, req: CreateVm) -> Result<VmRecord> {
     }
     owner::spawn(state, &vm.id, None);
     owner::ask(state, &vm.id, |r| Cmd::Boot(permit, r)).await
+}
+
+/// Makes a claimed warm VM `vm`: checks that its agent answers, writes its row (the VM
+/// is the user's from here on), drops its pool marker and starts its owner. On an error
+/// the VM is destroyed and the caller tries another or boots one.
+async fn take_warm(state: &AppState, vm: VmRecord, warm: crate::pool::Warm) -> Result<()> {
+    let check = tokio::time::timeout(Duration::from_secs(5), warm.handle.agent().health()).await;
+    if let Err(e) = check
+        .map_err(|_| "no answer within 5 s".to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+    {
+        state.pool.discard(warm);
+        return Err(AppError::Internal(format!("warm VM's agent: {e}")));
+    }
+    if let Err(e) = state.store.insert_vm(&vm).await {
+        state.pool.discard(warm);
+        return Err(e);
+    }
+    let _ = std::fs::remove_file(warm.handle.state_dir.join(crate::pool::MARKER));
+    owner::spawn(state, &vm.id, Some(warm.handle));
+    Ok(())
 }
 
 /// Destroys the VM: state `deleted` first, then processes and files go.

@@ -5,7 +5,7 @@
 //! the same list and cannot drift.
 //!
 //! One module per route group: [`vms`], [`exec`] (exec and run), [`files`], [`firewall`],
-//! [`images`], [`keys`], [`jobs`], [`scripts`]; a new group adds a module and a line in
+//! [`images`], [`keys`], [`jobs`], [`scripts`], [`pool`]; a new group adds a module and a line in
 //! [`protected`].
 
 pub mod exec;
@@ -16,6 +16,7 @@ pub mod images;
 pub mod jobs;
 pub mod keys;
 pub mod openapi;
+pub mod pool;
 mod respond;
 pub mod scripts;
 pub mod vms;
@@ -42,6 +43,7 @@ pub fn public() -> OpenApiRouter<AppState> {
 pub fn protected() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(vms::routes())
+        .merge(pool::routes())
         .merge(exec::routes())
         .merge(files::routes())
         .merge(firewall::routes())
