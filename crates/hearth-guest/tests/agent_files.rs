@@ -1,5 +1,5 @@
-//! `/files/upload` and `/files/download` through the agent: streamed, jailed helpers,
-//! uid 1000 ownership, rejections that leave nothing behind.
+//! `/files/upload` and `/files/download` through the agent: streamed, confined to the
+//! workspace, uid 1000 ownership, rejections that leave nothing behind.
 
 mod support;
 

@@ -7,7 +7,7 @@
 //! loader files); a minimal `/dev`; `/proc` with `hidepid=invisible` and a read-only
 //! `/proc/sys`; a `/tmp` tmpfs of its own (shared by all runs, persistent while the agent
 //! runs); the workspace bound read-write at `/workspace`; and `/opt/hearth/bin` for
-//! runtimes that live elsewhere (plus the agent itself, for the jailed archive helpers).
+//! runtimes that live elsewhere.
 //! The tmpfs is then made read-only.
 //!
 //! Each process started with [`spawn`] gets, between fork and exec: its own cgroup v2
