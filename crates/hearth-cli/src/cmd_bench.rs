@@ -1,4 +1,4 @@
-//! `hearth bench boot|exec|upload|jobs`: performance figures from real VMs of the
+//! `hearth bench boot|exec|upload|jobs|create`: performance figures from real VMs of the
 //! default image.
 use std::time::{Duration, Instant};
 
@@ -36,12 +36,15 @@ pub enum Command {
     },
     /// Jobs per minute at 1, 2 and 4 workers, and the overhead per job (queue, VM create).
     Jobs(crate::cmd_bench_jobs::Args),
+    /// Create to running VM through the API, cold and from a warm pool, against `exec true`.
+    Create(crate::cmd_bench_create::Args),
 }
 
 pub async fn main(cmd: Command) -> anyhow::Result<i32> {
     let image = cmd_run::default_image_dir();
     match cmd {
         Command::Jobs(a) => return crate::cmd_bench_jobs::main(a).await,
+        Command::Create(a) => return crate::cmd_bench_create::main(a).await,
         Command::Boot { n, json, image } => {
             let image = cmd_run::image_dir(&image)?;
             let mut boot = Vec::with_capacity(n);

@@ -4,9 +4,6 @@
 //! servers' own figures give the overheads: `queue_ms` (queued to claimed by a worker)
 //! and `vm_create_ms` (boot until the agent answers).
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -14,7 +11,7 @@ use hearth_api::jobs::{CreateJob, Enqueued, Job, JobStatus};
 use hearth_api::Language;
 use serde_json::json;
 
-use crate::client::{Client, ClientArgs};
+use crate::bench_server::BenchServer;
 use crate::cmd_run;
 
 #[derive(clap::Args)]
@@ -39,7 +36,14 @@ pub async fn main(args: Args) -> anyhow::Result<i32> {
     for (i, &c) in args.levels.iter().enumerate() {
         let data =
             std::env::temp_dir().join(format!("hearth-bench-jobs-{}-{c}", std::process::id()));
-        let server = BenchServer::start(&data, &image, c)?;
+        let server = BenchServer::start(
+            &data,
+            &image,
+            &[
+                ("HEARTH_JOB_CONCURRENCY", c.to_string()),
+                ("HEARTH_MAX_CONCURRENT_BOOTS", c.max(4).to_string()),
+            ],
+        )?;
         let res = async {
             if i == 0 {
                 // One at a time on an idle pool: pure queue-to-start and boot overhead
@@ -63,8 +67,8 @@ pub async fn main(args: Args) -> anyhow::Result<i32> {
             anyhow::Ok((started.elapsed(), jobs))
         }
         .await;
-        drop(server);
-        // On failure the dir stays: its server.log says why, and VMs may still be in it.
+        server.stop().await;
+        // On failure the dir stays: its server.log says why.
         let (wall, jobs) = res.with_context(|| format!("data dir kept: {}", data.display()))?;
         let _ = std::fs::remove_dir_all(&data);
         rows.push((c, wall, jobs));
@@ -129,58 +133,7 @@ fn report(as_json: bool, rows: &[(u32, Duration, Vec<Job>)], idle: &[Job]) {
     }
 }
 
-struct BenchServer {
-    child: Child,
-    client: Client,
-}
-
 impl BenchServer {
-    fn start(data: &Path, image: &Path, concurrency: u32) -> anyhow::Result<BenchServer> {
-        std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
-        for f in ["vmlinux", "rootfs.ext4"] {
-            if !image.join(f).exists() {
-                bail!(
-                    "{} is missing: build the default image first",
-                    image.join(f).display()
-                );
-            }
-        }
-        let log = std::fs::File::create(data.join("server.log"))?;
-        let exe: PathBuf = std::env::current_exe().context("locating the hearth binary")?;
-        let mut child = Command::new(exe)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("HEARTH_DATA_DIR", data)
-            .env("KERNEL_PATH", image.join("vmlinux"))
-            .env("BASE_ROOTFS_PATH", image.join("rootfs.ext4"))
-            .env("HEARTH_JOB_CONCURRENCY", concurrency.to_string())
-            .env(
-                "HEARTH_MAX_CONCURRENT_BOOTS",
-                concurrency.max(4).to_string(),
-            )
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .context("starting hearth serve")?;
-        let mut out = BufReader::new(child.stdout.take().context("server stdout")?);
-        let mut line = String::new();
-        out.read_line(&mut line)?;
-        let Some(url) = line.trim().strip_prefix("hearth: listening on ") else {
-            let _ = child.kill();
-            bail!(
-                "server did not start (see {}): {line:?}",
-                data.join("server.log").display()
-            );
-        };
-        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-        let key = std::fs::read_to_string(data.join("admin.key"))?;
-        let client = Client::new(&ClientArgs {
-            url: url.to_string(),
-            api_key: Some(key.trim().to_string()),
-            json: false,
-        })?;
-        Ok(BenchServer { child, client })
-    }
-
     async fn submit(&self) -> anyhow::Result<String> {
         let job = CreateJob {
             language: Language::Sh,
@@ -211,13 +164,5 @@ impl BenchServer {
                 status => bail!("bench job {id} did not succeed: {status}: {j:?}"),
             }
         }
-    }
-}
-
-impl Drop for BenchServer {
-    fn drop(&mut self) {
-        // Every job has ended (its VM destroyed) by now, so a hard stop leaves nothing.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

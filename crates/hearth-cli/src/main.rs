@@ -2,8 +2,10 @@
 //! dispatches; each command family lives in its own module.
 
 mod bench_io;
+mod bench_server;
 mod client;
 mod cmd_bench;
+mod cmd_bench_create;
 mod cmd_bench_jobs;
 mod cmd_doctor;
 mod cmd_image;
