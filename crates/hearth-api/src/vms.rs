@@ -16,26 +16,36 @@ use crate::{rules, Timestamp, Validate, ValidationError};
 pub enum VmState {
     Creating,
     Running,
+    /// Frozen in memory (`POST /v1/vms/{id}/pause`): no guest code runs; any call that
+    /// needs the guest resumes it first.
+    Paused,
     Stopped,
     Failed,
     Deleted,
 }
 
 impl VmState {
-    pub const ALL: [VmState; 5] = [
+    pub const ALL: [VmState; 6] = [
         VmState::Creating,
         VmState::Running,
+        VmState::Paused,
         VmState::Stopped,
         VmState::Failed,
         VmState::Deleted,
     ];
     /// States that hold resources (processes or disk) and count against `max_vms`.
-    pub const LIVE: [VmState; 3] = [VmState::Creating, VmState::Running, VmState::Stopped];
+    pub const LIVE: [VmState; 4] = [
+        VmState::Creating,
+        VmState::Running,
+        VmState::Paused,
+        VmState::Stopped,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             VmState::Creating => "creating",
             VmState::Running => "running",
+            VmState::Paused => "paused",
             VmState::Stopped => "stopped",
             VmState::Failed => "failed",
             VmState::Deleted => "deleted",
@@ -56,7 +66,7 @@ impl FromStr for VmState {
             .into_iter()
             .find(|v| v.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown VM state {s:?}: creating|running|stopped|failed|deleted")
+                format!("unknown VM state {s:?}: creating|running|paused|stopped|failed|deleted")
             })
     }
 }

@@ -73,7 +73,7 @@ pub enum Command {
     Ls {
         #[command(flatten)]
         c: ClientArgs,
-        /// Only this state (creating, running, stopped, failed, deleted).
+        /// Only this state (creating, running, paused, stopped, failed, deleted).
         #[arg(long)]
         state: Option<VmStateArg>,
         /// Include deleted VMs.
@@ -95,6 +95,18 @@ pub enum Command {
     },
     /// Power a VM off (its disk is kept).
     Stop {
+        #[command(flatten)]
+        c: ClientArgs,
+        id: String,
+    },
+    /// Freeze a running VM in memory (any later call to it resumes it).
+    Pause {
+        #[command(flatten)]
+        c: ClientArgs,
+        id: String,
+    },
+    /// Let a paused VM run again.
+    Resume {
         #[command(flatten)]
         c: ClientArgs,
         id: String,
@@ -343,6 +355,8 @@ pub async fn main(cmd: Command) -> anyhow::Result<i32> {
         }
         Command::Stop { c, id } => lifecycle(&c, &id, "stop").await?,
         Command::Start { c, id } => lifecycle(&c, &id, "start").await?,
+        Command::Pause { c, id } => lifecycle(&c, &id, "pause").await?,
+        Command::Resume { c, id } => lifecycle(&c, &id, "resume").await?,
         Command::Exec {
             c,
             id,

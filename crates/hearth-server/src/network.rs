@@ -248,7 +248,7 @@ pub async fn firewall_view(state: &AppState, vm: &VmRecord) -> Result<FirewallVi
     };
     let net = state.net.configured().ok().cloned();
     let rules = match (&net, vm.state) {
-        (Some(net), VmState::Running) => {
+        (Some(net), VmState::Running | VmState::Paused) => {
             let (net, id) = (net.clone(), vm.id.clone());
             Some(blocking(move || net.rules(&id)).await?)
         }

@@ -24,7 +24,13 @@ pub enum Cmd {
     Boot(tokio::sync::OwnedSemaphorePermit, Reply<VmRecord>),
     Stop(Reply<VmRecord>),
     Destroy(Reply<()>),
+    /// The handle of a running VM; a paused one is resumed first (any call that needs
+    /// the guest comes through here).
     Handle(Reply<VmHandle>),
+    /// Freeze a running VM in memory (a paused one stays paused).
+    Pause(Reply<VmRecord>),
+    /// Let a paused VM run again (a running one stays running).
+    Resume(Reply<VmRecord>),
     /// Replace a running VM's allowlist (host rules, store, guest rules).
     Firewall(NetworkSpec, Reply<VmRecord>),
     /// Copy the VM's overlay disk to the path for a template (running: frozen for the
@@ -134,6 +140,7 @@ impl Owner {
                 Cmd::Boot(_, r) | Cmd::Stop(r) => drop(r.send(Err(err()))),
                 Cmd::Destroy(r) => drop(r.send(Err(err()))),
                 Cmd::Handle(r) => drop(r.send(Err(err()))),
+                Cmd::Pause(r) | Cmd::Resume(r) => drop(r.send(Err(err()))),
                 Cmd::Firewall(_, r) => drop(r.send(Err(err()))),
                 Cmd::Capture(_, r) => drop(r.send(Err(err()))),
             }
@@ -167,13 +174,17 @@ impl Owner {
                 true
             }
             Cmd::Handle(reply) => {
-                let res = match (&self.handle, self.record().await) {
-                    (Some(h), Ok(vm)) if vm.state == VmState::Running => Ok(h.clone()),
-                    (_, Ok(vm)) => Err(AppError::Conflict(format!(
-                        "VM {} is {}, not running",
-                        self.id, vm.state
-                    ))),
-                    (_, Err(e)) => Err(e),
+                let _ = reply.send(self.active_handle().await);
+                false
+            }
+            Cmd::Pause(reply) => {
+                let _ = reply.send(self.pause().await);
+                false
+            }
+            Cmd::Resume(reply) => {
+                let res = match self.active_handle().await {
+                    Ok(_) => self.record().await,
+                    Err(e) => Err(e),
                 };
                 let _ = reply.send(res);
                 false
@@ -195,18 +206,55 @@ impl Owner {
     }
 
     async fn firewall(&mut self, spec: &NetworkSpec) -> Result<VmRecord> {
+        let h = self.active_handle().await?;
         let vm = self.record().await?;
-        let h = match (&self.handle, vm.state) {
-            (Some(h), VmState::Running) => h.clone(),
-            _ => {
-                return Err(AppError::Conflict(format!(
-                    "VM {} is {}, not running",
-                    self.id, vm.state
-                )))
-            }
-        };
         network::update_allowlist(&self.state, &vm, &h, spec).await?;
         self.record().await
+    }
+
+    /// The handle of a running VM, resuming it first when it is paused: a paused VM is
+    /// resumed by whatever needs its guest. 409 in any other state.
+    async fn active_handle(&mut self) -> Result<VmHandle> {
+        let vm = self.record().await?;
+        match (&self.handle, vm.state) {
+            (Some(h), VmState::Running) => Ok(h.clone()),
+            (Some(h), VmState::Paused) => {
+                let h = h.clone();
+                h.resume().await?;
+                self.state
+                    .store
+                    .set_vm_state(&self.id, VmState::Running, None)
+                    .await?;
+                tracing::info!(vm = %self.id, "VM resumed");
+                Ok(h)
+            }
+            _ => Err(AppError::Conflict(format!(
+                "VM {} is {}, not running",
+                self.id, vm.state
+            ))),
+        }
+    }
+
+    /// Freezes the guest (QEMU: its process stopped; Firecracker: `PATCH /vm Paused`).
+    /// The row says `paused` only once the VMM has stopped.
+    async fn pause(&mut self) -> Result<VmRecord> {
+        let vm = self.record().await?;
+        match (&self.handle, vm.state) {
+            (Some(_), VmState::Paused) => Ok(vm),
+            (Some(h), VmState::Running) => {
+                h.pause().await?;
+                self.state
+                    .store
+                    .set_vm_state(&self.id, VmState::Paused, None)
+                    .await?;
+                tracing::info!(vm = %self.id, "VM paused");
+                self.record().await
+            }
+            _ => Err(AppError::Conflict(format!(
+                "VM {} is {}, not running",
+                self.id, vm.state
+            ))),
+        }
     }
 
     fn state_dir(&self) -> std::path::PathBuf {
@@ -304,7 +352,8 @@ impl Owner {
 
     async fn stop(&mut self) -> Result<VmRecord> {
         let vm = self.record().await?;
-        if vm.state != VmState::Running {
+        // A paused VM stops too: the VMM layer resumes it first so the guest can flush.
+        if !matches!(vm.state, VmState::Running | VmState::Paused) {
             return Err(AppError::Conflict(format!(
                 "VM {} is {}, not running",
                 self.id, vm.state

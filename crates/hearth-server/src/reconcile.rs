@@ -3,8 +3,8 @@
 //!
 //! | store says | found | result |
 //! |---|---|---|
-//! | `running` | processes alive | re-adopted: an owner takes the handle again |
-//! | `running` | processes gone | `failed`, files removed |
+//! | `running`/`paused` | processes alive | re-adopted as they are: an owner takes the handle again |
+//! | `running`/`paused` | processes gone | `failed`, files removed |
 //! | `creating` | anything | `failed` (a boot is not resumed), processes and files removed |
 //! | `stopped` | anything | processes killed if any, overlay kept, owner started |
 //! | `failed`/`deleted` | leftovers | processes killed, files removed |
@@ -34,7 +34,8 @@ pub async fn reconcile(state: &AppState) -> Result<()> {
         let dir = vms_dir.join(&vm.id);
         let handle = VmHandle::adopt(&dir).ok();
         match vm.state {
-            VmState::Running => match handle {
+            // A paused VM's VMM is still there (stopped): re-adopted as it is.
+            VmState::Running | VmState::Paused => match handle {
                 Some(h) if h.is_alive() => {
                     owner::spawn(state, &vm.id, Some(h));
                     running.push(vm.id.clone());

@@ -179,6 +179,17 @@ pub async fn visible_vm(state: &AppState, id: &str) -> Result<VmRecord> {
     Ok(vm)
 }
 
+/// Freezes a running VM in memory; any later call that needs its guest resumes it.
+pub async fn pause_vm(state: &AppState, id: &str) -> Result<VmRecord> {
+    visible_vm(state, id).await?;
+    owner::ask(state, id, Cmd::Pause).await
+}
+
+pub async fn resume_vm(state: &AppState, id: &str) -> Result<VmRecord> {
+    visible_vm(state, id).await?;
+    owner::ask(state, id, Cmd::Resume).await
+}
+
 pub async fn stop_vm(state: &AppState, id: &str) -> Result<VmRecord> {
     state.store.vm(id).await?;
     owner::ask(state, id, Cmd::Stop).await

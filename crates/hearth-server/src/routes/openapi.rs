@@ -184,6 +184,8 @@ const VM_ROUTES: &[(&str, &str)] = &[
     ("DeleteVm", "delete_vm"),
     ("StopVm", "stop_vm"),
     ("StartVm", "start_vm"),
+    ("PauseVm", "pause_vm"),
+    ("ResumeVm", "resume_vm"),
     ("Exec", "exec"),
     ("RunTs", "run_ts"),
     ("RunJs", "run_js"),

@@ -20,6 +20,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(create_vm, list_vms))
         .routes(routes!(get_vm, delete_vm))
         .routes(routes!(stop_vm))
+        .routes(routes!(pause_vm))
+        .routes(routes!(resume_vm))
         .routes(routes!(start_vm))
         .routes(routes!(console_log))
         .routes(routes!(call_history))
@@ -78,6 +80,30 @@ async fn delete_vm(State(state): State<AppState>, Path(id): Path<String>) -> Res
               (status = 409, response = Conflict)))]
 async fn stop_vm(State(state): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<Vm>> {
     Ok(axum::Json(vms::stop_vm(&state, &id).await?.vm))
+}
+
+/// Freezes a running VM in memory: no guest code runs and its VMM uses no CPU (QEMU:
+/// the process is stopped, so nothing is saved to disk; Firecracker: `PATCH /vm`). Any
+/// call that needs the guest (exec, files, processes ...) resumes it first. Pausing a
+/// paused VM changes nothing. The TTL still applies.
+#[utoipa::path(post, path = "/v1/vms/{id}/pause", tag = "vms", params(("id" = String, Path, format = Uuid, description = "The VM's id.")),
+    responses((status = 200, description = "The VM, paused.", body = Vm),
+              (status = 404, response = NotFound),
+              (status = 409, response = Conflict)))]
+async fn pause_vm(State(state): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<Vm>> {
+    Ok(axum::Json(vms::pause_vm(&state, &id).await?.vm))
+}
+
+/// Lets a paused VM run again (a running one is left as it is).
+#[utoipa::path(post, path = "/v1/vms/{id}/resume", tag = "vms", params(("id" = String, Path, format = Uuid, description = "The VM's id.")),
+    responses((status = 200, description = "The VM, running.", body = Vm),
+              (status = 404, response = NotFound),
+              (status = 409, response = Conflict)))]
+async fn resume_vm(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Vm>> {
+    Ok(axum::Json(vms::resume_vm(&state, &id).await?.vm))
 }
 
 /// Boots a stopped VM again on its kept overlay disk.

@@ -129,10 +129,11 @@ impl Store {
 
     /// VMs not deleted that boot from `image_id`.
     pub async fn vms_using_image(&self, image_id: &str) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT id FROM vms WHERE image_id = ? AND state IN (?, ?, ?)")
+        let rows = sqlx::query("SELECT id FROM vms WHERE image_id = ? AND state IN (?, ?, ?, ?)")
             .bind(image_id)
             .bind(VmState::Creating.as_str())
             .bind(VmState::Running.as_str())
+            .bind(VmState::Paused.as_str())
             .bind(VmState::Stopped.as_str())
             .fetch_all(&self.pool)
             .await?;
