@@ -11,6 +11,8 @@ pub enum ValidationError {
     MemoryMib { value: u32, max: u32 },
     #[error("ttl_s {value} is outside 1..={max} (limit max_ttl_s)")]
     TtlS { value: u64, max: u64 },
+    #[error("idle_timeout_s {value} is outside 1..={max} (limit max_ttl_s)")]
+    IdleTimeoutS { value: u64, max: u64 },
     #[error("timeout_ms {value} is above the limit max_timeout_ms = {max}")]
     TimeoutMs { value: u64, max: u64 },
     #[error("timeout_s {value} is outside 1..={max} (limit max_timeout_ms)")]

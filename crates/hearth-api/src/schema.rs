@@ -66,6 +66,7 @@ const BOUNDS: &[(&str, &str, Bound)] = &[
     ("CreateVm", "vcpus", Bound::Vcpus),
     ("CreateVm", "memory_mib", Bound::MemoryMib),
     ("CreateVm", "ttl_s", Bound::TtlS),
+    ("CreateVm", "idle_timeout_s", Bound::TtlS),
     ("CreateJob", "vcpus", Bound::Vcpus),
     ("CreateJob", "memory_mib", Bound::MemoryMib),
     ("CreateJob", "timeout_s", Bound::TimeoutS),

@@ -93,6 +93,9 @@ pub struct Vm {
     pub ttl_s: Option<i64>,
     /// When the TTL destroys the VM.
     pub expires_at: Option<Timestamp>,
+    /// Paused after this many seconds without an API call to it (absent: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_s: Option<i64>,
     pub metadata: BTreeMap<String, String>,
     /// Why the VM failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -131,6 +134,11 @@ pub struct CreateVm {
     #[schema(minimum = 1, maximum = 604800)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_s: Option<u64>,
+    /// Pause the VM after this many seconds without an API call to it (none in flight);
+    /// any call resumes it. Default from the server's config (off unless set there).
+    #[schema(minimum = 1, maximum = 604800)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_s: Option<u64>,
     /// Free-form labels, returned as given.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
@@ -146,6 +154,14 @@ impl Validate for CreateVm {
         if let Some(value) = self.ttl_s {
             if value == 0 || value > l.max_ttl_s {
                 return Err(ValidationError::TtlS {
+                    value,
+                    max: l.max_ttl_s,
+                });
+            }
+        }
+        if let Some(value) = self.idle_timeout_s {
+            if value == 0 || value > l.max_ttl_s {
+                return Err(ValidationError::IdleTimeoutS {
                     value,
                     max: l.max_ttl_s,
                 });

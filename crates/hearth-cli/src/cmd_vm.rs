@@ -45,6 +45,9 @@ pub enum Command {
         /// Destroy the VM after this many seconds.
         #[arg(long)]
         ttl: Option<u64>,
+        /// Pause the VM after this many seconds without a call (any call resumes it).
+        #[arg(long)]
+        idle_timeout: Option<u64>,
         /// Metadata, KEY=VALUE (repeatable).
         #[arg(long = "meta")]
         meta: Vec<String>,
@@ -241,6 +244,7 @@ pub async fn main(cmd: Command) -> anyhow::Result<i32> {
             memory_mib,
             env,
             ttl,
+            idle_timeout,
             meta,
             net,
         } => {
@@ -250,6 +254,7 @@ pub async fn main(cmd: Command) -> anyhow::Result<i32> {
                 memory_mib,
                 env: pairs(&env)?,
                 ttl_s: ttl,
+                idle_timeout_s: idle_timeout,
                 metadata: pairs(&meta)?,
                 network: net.spec(),
             };

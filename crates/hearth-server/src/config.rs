@@ -57,6 +57,9 @@ pub struct Defaults {
     pub overlay_size_mib: u32,
     /// How long `POST /v1/vms` waits for the agent before calling the boot failed.
     pub boot_timeout_s: u64,
+    /// Pause a VM after this many seconds without an API call (`None`: never,
+    /// `HEARTH_IDLE_TIMEOUT_S`); a create's own `idle_timeout_s` overrides it.
+    pub idle_timeout_s: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -110,6 +113,7 @@ impl Default for Defaults {
             memory_mib: 512,
             overlay_size_mib: 1024,
             boot_timeout_s: 60,
+            idle_timeout_s: None,
         }
     }
 }
@@ -169,6 +173,9 @@ impl Config {
         env!("HEARTH_NETWORKING", self.networking);
         env!("HEARTH_IMAGE_BUILDS", self.image_builds);
         env!("HEARTH_POOL_SIZE", self.pool.size);
+        if let Some(v) = get("HEARTH_IDLE_TIMEOUT_S") {
+            self.defaults.idle_timeout_s = Some(parse("HEARTH_IDLE_TIMEOUT_S", v)?);
+        }
         if let Some(v) = get("KERNEL_PATH") {
             self.kernel_path = Some(v.into());
         }
@@ -182,6 +189,11 @@ impl Config {
             )));
         }
         self.pool.validate(&self.limits)?;
+        if self.defaults.idle_timeout_s == Some(0) {
+            return Err(AppError::Config(
+                "idle_timeout_s must be at least 1 (leave it out to never pause)".into(),
+            ));
+        }
         if self.defaults.memory_mib > self.limits.max_memory_mib {
             return Err(AppError::Config(format!(
                 "default memory_mib {} is above max_memory_mib ({})",

@@ -9,6 +9,7 @@
 //! processes are still alive (`VmHandle::adopt`) and marks the others `failed`, cleaning
 //! their files. A SIGKILLed server recovers the same way. See [`reconcile`].
 
+pub mod activity;
 pub mod auth;
 pub mod config;
 pub mod error;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use hearth_vmm::{VmHandle, VmSpec};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::activity::{Activity, Busy};
 use crate::error::{AppError, Result};
 use crate::models::{now_ms, Image, ImageSource, NetworkSpec, VmRecord, VmState};
 use crate::{network, AppState};
@@ -26,7 +27,7 @@ pub enum Cmd {
     Destroy(Reply<()>),
     /// The handle of a running VM; a paused one is resumed first (any call that needs
     /// the guest comes through here).
-    Handle(Reply<VmHandle>),
+    Handle(Reply<(VmHandle, Busy)>),
     /// Freeze a running VM in memory (a paused one stays paused).
     Pause(Reply<VmRecord>),
     /// Let a paused VM run again (a running one stays running).
@@ -46,6 +47,8 @@ struct Owner {
     state: AppState,
     id: String,
     handle: Option<VmHandle>,
+    /// The calls using the guest, for the idle timeout.
+    activity: std::sync::Arc<Activity>,
 }
 
 /// Registers and starts the owner of `id`. `handle` is set for a re-adopted running VM.
@@ -60,6 +63,7 @@ pub fn spawn(state: &AppState, id: &str, handle: Option<VmHandle>) -> OwnerTx {
         state: state.clone(),
         id: id.to_string(),
         handle,
+        activity: Activity::new(),
     };
     tokio::spawn(owner.run(rx));
     tx
@@ -97,7 +101,26 @@ impl Owner {
     async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
         let mut watch = tokio::time::interval(WATCH_EVERY);
         loop {
-            let expires_at = self.record().await.ok().and_then(|v| v.expires_at);
+            let vm = self.record().await.ok();
+            let expires_at = vm.as_ref().and_then(|v| v.expires_at);
+            // A running VM with an idle timeout is paused once no call has used it for
+            // that long; while a call runs, look again later.
+            let idle_ms = vm
+                .as_ref()
+                .filter(|v| v.state == VmState::Running && self.handle.is_some())
+                .and_then(|v| v.idle_timeout_s)
+                .map(|s| s * 1000);
+            let idle = async {
+                match idle_ms {
+                    Some(t) => {
+                        let due = self.activity.idle_due_ms(t).unwrap_or(now_ms() + t);
+                        let left = (due - now_ms()).max(0) as u64;
+                        tokio::time::sleep(Duration::from_millis(left)).await;
+                        t
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             let ttl = async {
                 match expires_at {
                     Some(at) => {
@@ -120,6 +143,16 @@ impl Owner {
                     true
                 }
                 _ = watch.tick() => self.check_alive().await,
+                t = idle => {
+                    // Still idle (nothing started since the timer was set)?
+                    if self.activity.idle_due_ms(t).is_some_and(|due| due <= now_ms()) {
+                        tracing::info!(vm = %self.id, "idle timeout: pausing");
+                        if let Err(e) = self.pause().await {
+                            tracing::warn!(vm = %self.id, error = %e, "idle pause failed");
+                        }
+                    }
+                    false
+                }
             };
             if done {
                 break;
@@ -174,7 +207,8 @@ impl Owner {
                 true
             }
             Cmd::Handle(reply) => {
-                let _ = reply.send(self.active_handle().await);
+                let res = self.active_handle().await;
+                let _ = reply.send(res.map(|h| (h, self.activity.busy())));
                 false
             }
             Cmd::Pause(reply) => {

@@ -9,6 +9,7 @@ use hearth_api::vms::CreateVm;
 use hearth_api::Validate;
 use hearth_vmm::VmHandle;
 
+use crate::activity::Busy;
 use crate::error::{AppError, Result};
 use crate::models::{now_ms, vm_network, Timestamp, Vm, VmRecord, VmState};
 use crate::owner::{self, Cmd};
@@ -42,6 +43,10 @@ pub async fn create_vm(state: &AppState, req: CreateVm) -> Result<VmRecord> {
     let network = crate::network::check_request(state, req.network.as_ref()).await?;
     let vcpus = req.vcpus.unwrap_or(defaults.vcpus);
     let memory_mib = req.memory_mib.unwrap_or(defaults.memory_mib);
+    let idle_timeout_s = req
+        .idle_timeout_s
+        .or(defaults.idle_timeout_s)
+        .map(|s| s as i64);
     // A warm VM of this spec, when there is one: no boot at all. (Pool VMs have no NIC.)
     let key = SpecKey {
         image_id: image.id.clone(),
@@ -69,6 +74,7 @@ pub async fn create_vm(state: &AppState, req: CreateVm) -> Result<VmRecord> {
                     expires_at: req
                         .ttl_s
                         .map(|t| Timestamp::from_ms(now + (t as i64) * 1000)),
+                    idle_timeout_s,
                     metadata: req.metadata.clone(),
                     error: None,
                     network: None,
@@ -100,6 +106,7 @@ pub async fn create_vm(state: &AppState, req: CreateVm) -> Result<VmRecord> {
             expires_at: req
                 .ttl_s
                 .map(|t| Timestamp::from_ms(created_at + (t as i64) * 1000)),
+            idle_timeout_s,
             metadata: req.metadata,
             error: None,
             network: network.map(|n| vm_network(n.allow, None)),
@@ -207,9 +214,11 @@ pub async fn start_vm(state: &AppState, id: &str) -> Result<VmRecord> {
     owner::ask(state, id, |r| Cmd::Boot(permit, r)).await
 }
 
-/// The record and handle of a running VM (404 unknown, 409 not running).
-pub async fn running_handle(state: &AppState, id: &str) -> Result<(VmRecord, VmHandle)> {
+/// The record and handle of a running VM (404 unknown, 409 not running; a paused VM is
+/// resumed first). Hold the [`Busy`] for as long as the call uses the guest: the VM's
+/// idle timeout does not run meanwhile.
+pub async fn running_handle(state: &AppState, id: &str) -> Result<(VmRecord, VmHandle, Busy)> {
     let vm = state.store.vm(id).await?;
-    let h = owner::ask(state, id, Cmd::Handle).await?;
-    Ok((vm, h))
+    let (h, busy) = owner::ask(state, id, Cmd::Handle).await?;
+    Ok((vm, h, busy))
 }

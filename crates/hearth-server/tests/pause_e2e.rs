@@ -118,3 +118,50 @@ async fn a_paused_vm_uses_no_cpu_and_a_call_resumes_it() {
     let (s, e) = post(&srv, &format!("/v1/vms/{id}/pause"), None).await;
     assert_eq!(s, 404, "a deleted VM: {e}");
 }
+
+/// `idle_timeout_s`: a VM with no call in flight and none for that long is paused; a
+/// call longer than the timeout is not idleness; a call after the pause resumes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_timeout_pauses_an_idle_vm_never_a_busy_one() {
+    let data = DataDir::new();
+    let srv = Server::spawn(data.path(), &[], &[] as &[(&str, &str)]);
+    let (s, e) = post(&srv, "/v1/vms", Some(json!({"idle_timeout_s": 0}))).await;
+    assert_eq!(s, 422, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("idle_timeout_s"),
+        "{e}"
+    );
+    let (s, vm) = post(&srv, "/v1/vms", Some(json!({"idle_timeout_s": 2}))).await;
+    assert_eq!(s, 201, "{vm}");
+    assert_eq!(vm["idle_timeout_s"], 2, "{vm}");
+    let id = vm["id"].as_str().unwrap().to_string();
+    let exec = |cmd: &str| Some(json!({"cmd": cmd}));
+
+    // Busy for longer than the timeout: not paused under the call.
+    let (s, r) = post(
+        &srv,
+        &format!("/v1/vms/{id}/exec"),
+        exec("sleep 5; echo done"),
+    )
+    .await;
+    assert_eq!((s, r["stdout"].as_str()), (200, Some("done\n")), "{r}");
+    assert_eq!(srv.listed_state(&id).await, "running");
+
+    // Then idle: paused. (Listing VMs does not use the guest, so it is no call to it.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while srv.listed_state(&id).await != "paused" {
+        assert!(std::time::Instant::now() < deadline, "never paused");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(cpu(vmm_pid(&srv, &id)).0, 'T', "QEMU's process is stopped");
+
+    // A call resumes it and succeeds.
+    let (s, r) = post(&srv, &format!("/v1/vms/{id}/exec"), exec("echo back")).await;
+    assert_eq!((s, r["stdout"].as_str()), (200, Some("back\n")), "{r}");
+    assert_eq!(srv.listed_state(&id).await, "running");
+    let (s, _) = srv.call("DELETE", &format!("/v1/vms/{id}"), None).await;
+    assert_eq!(s, 204);
+}

@@ -197,6 +197,8 @@ async fn boot(
         memory_mib: p.memory_mib,
         env: BTreeMap::new(),
         ttl_s: Some(ttl.min(state.config.limits.max_ttl_s)),
+        // The default applies; the run holds its VM busy, so it is never paused mid-job.
+        idle_timeout_s: None,
         metadata: BTreeMap::from([(VM_JOB_KEY.to_string(), job.id.clone())]),
         network: p.network.clone(),
     };
@@ -227,7 +229,7 @@ async fn run_in_vm(
     timeout_s: u64,
     token: &CancellationToken,
 ) -> Result<Outcome> {
-    let (_, handle) = vms::running_handle(state, vm_id).await?;
+    let (_, handle, _busy) = vms::running_handle(state, vm_id).await?;
     let agent = handle.agent();
     let name = script_file_name(job);
     let archive = workspace_archive(&name, code, &job.params.files)?;

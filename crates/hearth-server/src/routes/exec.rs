@@ -109,6 +109,8 @@ struct Streamed {
     vm: String,
     kind: CallKind,
     request_id: String,
+    /// The VM is busy until the stream ends (it lives as long as the body).
+    _busy: crate::activity::Busy,
 }
 
 /// Turns the agent's event stream into an NDJSON body, recording the call at `exit`.
@@ -179,7 +181,7 @@ async fn exec(
     ValidQuery(q): ValidQuery<StreamQuery>,
     Valid(mut req): Valid<ExecRequest>,
 ) -> Result<Response> {
-    let (vm, h) = vms::running_handle(&state, &id).await?;
+    let (vm, h, busy) = vms::running_handle(&state, &id).await?;
     let input = serde_json::to_value(&req).unwrap_or_default();
     // VM-wide env first, the request's own entries win.
     for (k, v) in vm.env {
@@ -193,6 +195,7 @@ async fn exec(
             vm: id,
             kind: CallKind::Exec,
             request_id: rid.0,
+            _busy: busy,
         };
         return Ok(ndjson(s, input, h, events));
     }
@@ -218,7 +221,7 @@ async fn run(
     mut req: RunRequest,
     lang: Language,
 ) -> Result<Response> {
-    let (vm, h) = vms::running_handle(&state, &id).await?;
+    let (vm, h, busy) = vms::running_handle(&state, &id).await?;
     let input = serde_json::to_value(&req).unwrap_or_default();
     let kind = CallKind::run(lang);
     let given: Vec<String> = req
@@ -239,6 +242,7 @@ async fn run(
             vm: id,
             kind,
             request_id: rid.0,
+            _busy: busy,
         };
         return Ok(ndjson(s, input, h, events));
     }

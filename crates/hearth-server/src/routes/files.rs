@@ -56,7 +56,7 @@ async fn upload_files(
     if announced.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    let (_, h) = vms::running_handle(&state, &id).await?;
+    let (_, h, _busy) = vms::running_handle(&state, &id).await?;
     let dest = q
         .dest
         .unwrap_or_else(|| hearth_proto::WORKSPACE.to_string());
@@ -98,7 +98,7 @@ async fn download_files(
     Path(id): Path<String>,
     ValidQuery(q): ValidQuery<DownloadQuery>,
 ) -> Result<Response> {
-    let (_, h) = vms::running_handle(&state, &id).await?;
+    let (_, h, busy) = vms::running_handle(&state, &id).await?;
     let format = q.format;
     let query = hearth_proto::DownloadQuery {
         path: q.path,
@@ -109,7 +109,10 @@ async fn download_files(
         .download_as(&query)
         .await
         .map_err(|e| from_agent_call(e, h.is_alive()))?;
-    let body =
-        Body::from_stream(bytes.map(|r| r.map_err(|e| std::io::Error::other(e.to_string()))));
+    // The VM is busy until the archive has been sent.
+    let body = Body::from_stream(bytes.map(move |r| {
+        let _ = &busy;
+        r.map_err(|e| std::io::Error::other(e.to_string()))
+    }));
     Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
 }

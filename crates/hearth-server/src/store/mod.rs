@@ -32,6 +32,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "job_oom",
         include_str!("../../migrations/0004_job_oom.sql"),
     ),
+    (
+        5,
+        "vm_idle_timeout",
+        include_str!("../../migrations/0005_vm_idle_timeout.sql"),
+    ),
 ];
 
 #[derive(Clone, Debug)]

@@ -12,7 +12,8 @@ use hearth_net::Subnet;
 use crate::models::{now_ms, vm_network, Call, Timestamp, Vm, VmRecord, VmState};
 
 const VM_COLS: &str = "id, state, image_id, image_name, vcpus, memory_mib, vmm, accel, env, \
-     metadata, ttl_s, expires_at, created_at, ready_at, boot_ms, error, net_allow, net_subnet";
+     metadata, ttl_s, expires_at, created_at, ready_at, boot_ms, error, net_allow, net_subnet, \
+     idle_timeout_s";
 
 /// The UNIQUE index on `net_subnet` is the last wall against two VMs with one address.
 fn subnet_taken(e: sqlx::Error) -> AppError {
@@ -29,7 +30,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO vms (id, state, image_id, image_name, vcpus, memory_mib, vmm, accel, env, \
              metadata, ttl_s, expires_at, created_at, ready_at, boot_ms, error, updated_at, \
-             net_allow, net_subnet) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             net_allow, net_subnet, idle_timeout_s) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&vm.id)
         .bind(vm.state.as_str())
@@ -50,6 +52,7 @@ impl Store {
         .bind(now_ms())
         .bind(vm.network.as_ref().map(|n| json_list(&n.allow)))
         .bind(vm.network.as_ref().and_then(|n| n.subnet.clone()))
+        .bind(vm.idle_timeout_s)
         .execute(&self.pool)
         .await
         .map_err(subnet_taken)?;
@@ -252,6 +255,7 @@ fn vm_from_row(r: &SqliteRow) -> Result<VmRecord> {
             metadata: json_map(&r.get::<String, _>("metadata")),
             ttl_s: r.get("ttl_s"),
             expires_at: ts(r, "expires_at"),
+            idle_timeout_s: r.get("idle_timeout_s"),
             created_at: Timestamp::from_ms(r.get("created_at")),
             ready_at: ts(r, "ready_at"),
             boot_ms: r.get("boot_ms"),

@@ -98,6 +98,7 @@ pub fn vm_record(state: VmState, image_id: &str) -> VmRecord {
             ready_at: None,
             boot_ms: None,
             ttl_s: None,
+            idle_timeout_s: None,
             expires_at: None,
             metadata: Default::default(),
             error: None,
