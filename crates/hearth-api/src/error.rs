@@ -74,6 +74,8 @@ pub enum ValidationError {
         min: i64,
         max: i64,
     },
+    #[error("mode {value:?} is not octal permission bits between 0 and 0777")]
+    FileMode { value: String },
     #[error("invalid cursor {value:?}: pass the `next_cursor` of the previous page")]
     Cursor { value: String },
 }

@@ -3,8 +3,9 @@
 //! server parses into these types, the CLI (and any Rust client) sends and reads them,
 //! and the tests use them, so a renamed field breaks the build instead of a client.
 //!
-//! One module per resource ([`vms`], [`exec`], [`files`], [`network`], [`images`],
-//! [`keys`], [`jobs`], [`scripts`], [`pool`], [`meta`]); a new route group adds a module.
+//! One module per resource ([`vms`], [`exec`], [`files`], [`processes`], [`network`],
+//! [`images`], [`keys`], [`jobs`], [`scripts`], [`pool`], [`meta`]); a new route group
+//! adds a module.
 //!
 //! # Validation
 //! Each request type implements [`Validate`]: one `validate()` returning a
@@ -28,6 +29,7 @@ pub mod limits;
 pub mod meta;
 pub mod network;
 pub mod pool;
+pub mod processes;
 mod rules;
 pub mod schema;
 pub mod scripts;

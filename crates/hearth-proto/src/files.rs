@@ -21,6 +21,7 @@ pub const CONTENT_TYPE_TAR: &str = "application/x-tar";
 pub const CONTENT_TYPE_GZIP: &str = "application/gzip";
 
 /// What a directory entry is; symlinks are reported as such, never followed.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum FileType {
@@ -33,6 +34,7 @@ pub enum FileType {
 
 /// One file, directory or link: the body of `stat`, `PUT content`, `mkdir`, `move`,
 /// and an element of `list`.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FileEntry {
     /// As the guest sees it: `/workspace/...`.
@@ -53,6 +55,7 @@ pub struct FileEntry {
 }
 
 /// `GET /files/list`.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FileList {
     /// Sorted by path; a directory comes before its contents.
@@ -62,20 +65,42 @@ pub struct FileList {
     pub truncated: bool,
 }
 
-/// `?path=P`: `GET /files/content`, `GET /files/stat`.
+/// `?path=P`: `GET /files/content`, `GET /files/stat`. (A query's `path` pattern is
+/// `crate::schema::WORKSPACE_PATH` written out: the derive takes only a literal.)
+#[cfg_attr(feature = "schema", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "schema", into_params(parameter_in = Query))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct PathQuery {
+    #[cfg_attr(
+        feature = "schema",
+        param(
+            pattern = r"^(?![\s\S]*[\n\r\u2028\u2029])(?!/(?!workspace(/|$)))(?!(.*/)?\.\.(/|$))(?!.*[^/]{64})[^\\\x00]+$",
+            min_length = 1,
+            max_length = 1024
+        )
+    )]
     pub path: String,
 }
 
 /// `PUT /files/content?path=P[&mode=0644][&parents=true]`.
+#[cfg_attr(feature = "schema", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "schema", into_params(parameter_in = Query))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct WriteQuery {
+    #[cfg_attr(
+        feature = "schema",
+        param(
+            pattern = r"^(?![\s\S]*[\n\r\u2028\u2029])(?!/(?!workspace(/|$)))(?!(.*/)?\.\.(/|$))(?!.*[^/]{64})[^\\\x00]+$",
+            min_length = 1,
+            max_length = 1024
+        )
+    )]
     pub path: String,
     /// Octal permission bits, `0644` or `644`; default: those of the file replaced, else
     /// `0644`.
+    #[cfg_attr(feature = "schema", param(pattern = r"^(0o)?0?[0-7]{1,3}$"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
     /// Create missing parent directories (`0755`).
@@ -96,14 +121,25 @@ impl WriteQuery {
 }
 
 /// `GET /files/list?path=P[&depth=N]`.
+#[cfg_attr(feature = "schema", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "schema", into_params(parameter_in = Query))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Default: `/workspace`.
+    #[cfg_attr(
+        feature = "schema",
+        param(
+            pattern = r"^(?![\s\S]*[\n\r\u2028\u2029])(?!/(?!workspace(/|$)))(?!(.*/)?\.\.(/|$))(?!.*[^/]{64})[^\\\x00]+$",
+            min_length = 1,
+            max_length = 1024
+        )
+    )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// 1 (default) lists the directory's own entries, 2 also theirs, up to
     /// [`MAX_LIST_DEPTH`].
+    #[cfg_attr(feature = "schema", param(minimum = 1, maximum = 10))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub depth: Option<u32>,
 }
@@ -118,9 +154,19 @@ impl ListQuery {
 }
 
 /// `DELETE /files?path=P[&recursive=true]`.
+#[cfg_attr(feature = "schema", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "schema", into_params(parameter_in = Query))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteQuery {
+    #[cfg_attr(
+        feature = "schema",
+        param(
+            pattern = r"^(?![\s\S]*[\n\r\u2028\u2029])(?!/(?!workspace(/|$)))(?!(.*/)?\.\.(/|$))(?!.*[^/]{64})[^\\\x00]+$",
+            min_length = 1,
+            max_length = 1024
+        )
+    )]
     pub path: String,
     /// Needed to delete a directory that is not empty.
     #[serde(default)]
@@ -128,10 +174,20 @@ pub struct DeleteQuery {
 }
 
 /// `GET /files/watch?path=P[&recursive=true]`.
+#[cfg_attr(feature = "schema", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "schema", into_params(parameter_in = Query))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct WatchQuery {
     /// A directory; default `/workspace`.
+    #[cfg_attr(
+        feature = "schema",
+        param(
+            pattern = r"^(?![\s\S]*[\n\r\u2028\u2029])(?!/(?!workspace(/|$)))(?!(.*/)?\.\.(/|$))(?!.*[^/]{64})[^\\\x00]+$",
+            min_length = 1,
+            max_length = 1024
+        )
+    )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// Also watch every directory below, including ones created later.
@@ -186,9 +242,11 @@ impl ArchiveFormat {
 }
 
 /// `POST /files/mkdir`.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct MkdirRequest {
+    #[cfg_attr(feature = "schema", schema(schema_with = crate::schema::workspace_path))]
     pub path: String,
     /// Create missing parents, and accept a directory that already exists.
     #[serde(default)]
@@ -196,10 +254,13 @@ pub struct MkdirRequest {
 }
 
 /// `POST /files/move`: `rename(2)` within the workspace.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct MoveRequest {
+    #[cfg_attr(feature = "schema", schema(schema_with = crate::schema::workspace_path))]
     pub from: String,
+    #[cfg_attr(feature = "schema", schema(schema_with = crate::schema::workspace_path))]
     pub to: String,
     /// Replace an existing `to` (a file, or an empty directory when `from` is one).
     #[serde(default)]
@@ -207,6 +268,7 @@ pub struct MoveRequest {
 }
 
 /// What happened to a watched path.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum WatchEventKind {
@@ -219,6 +281,7 @@ pub enum WatchEventKind {
 }
 
 /// One line of `GET /files/watch` (NDJSON).
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct WatchEvent {
     #[serde(rename = "type")]

@@ -19,10 +19,13 @@ pub const DEFAULT_PROCESS_OUTPUT_KEEP: usize = 1024 * 1024;
 pub const MAX_PTY_SIDE: u16 = 1000;
 
 /// A terminal size in character cells.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct PtySize {
+    #[cfg_attr(feature = "schema", schema(minimum = 1, maximum = 1000))]
     pub cols: u16,
+    #[cfg_attr(feature = "schema", schema(minimum = 1, maximum = 1000))]
     pub rows: u16,
 }
 
@@ -39,14 +42,23 @@ impl PtySize {
 
 /// `POST /processes`. Without `args`, `cmd` runs through `/bin/sh -c`; with `args` it is
 /// executed directly (as for `/exec`).
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessStartRequest {
+    /// A shell command line (run by `/bin/sh -c`), or with `args` the program to run.
+    #[cfg_attr(feature = "schema", schema(min_length = 1, pattern = r"^[^\x00]+$"))]
     pub cmd: String,
+    /// Arguments; with them `cmd` is executed directly, without a shell.
+    #[cfg_attr(feature = "schema", schema(schema_with = crate::schema::opt_no_nul_list))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub args: Option<Vec<String>>,
+    /// Working directory: an existing directory in `/workspace` (default: `/workspace`).
+    #[cfg_attr(feature = "schema", schema(schema_with = crate::schema::opt_workspace_path))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
+    /// Environment on top of the VM's own.
+    #[cfg_attr(feature = "schema", schema(schema_with = crate::schema::env_map))]
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
     /// Keep stdin open for `POST .../stdin` (else it reads EOF). A PTY always has one.
@@ -57,6 +69,7 @@ pub struct ProcessStartRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pty: Option<PtySize>,
     /// Kill the process group after this long; none: it runs until it ends or the VM does.
+    #[cfg_attr(feature = "schema", schema(maximum = 3600000))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
 }
@@ -72,6 +85,7 @@ impl ProcessStartRequest {
     }
 }
 
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ProcessState {
@@ -81,6 +95,7 @@ pub enum ProcessState {
 
 /// A process the agent started: `POST /processes` (201), `GET /processes/{pid}`, an
 /// element of `GET /processes`, and the final `exit` event of its output.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ProcessInfo {
     /// The guest pid of the process (also its process group and session id).
@@ -114,12 +129,14 @@ pub struct ProcessInfo {
 }
 
 /// `GET /processes`.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ProcessList {
     /// Running ones and the last [`KEEP_EXITED_PROCESSES`] exited ones, by start time.
     pub processes: Vec<ProcessInfo>,
 }
 
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputStream {
@@ -130,6 +147,7 @@ pub enum OutputStream {
 /// A piece of output. `seq` counts chunks from 1, across both streams, in the order the
 /// agent read them. `data` is text (invalid UTF-8 replaced; a character is never split
 /// across chunks).
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct OutputChunk {
     pub seq: u64,
@@ -138,6 +156,7 @@ pub struct OutputChunk {
 }
 
 /// Chunks a reader asked for that are no longer kept.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DroppedOutput {
     /// The first and last missing `seq`.
@@ -147,6 +166,7 @@ pub struct DroppedOutput {
 
 /// One line of `GET /processes/{pid}/output` (NDJSON): `{"seq","stream","data"}`,
 /// `{"dropped": {...}}`, and last, once the process has ended, `{"exit": {...}}`.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum ProcessEvent {
@@ -156,6 +176,8 @@ pub enum ProcessEvent {
 }
 
 /// `GET /processes/{pid}/output[?follow=true][&since=SEQ]`.
+#[cfg_attr(feature = "schema", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "schema", into_params(parameter_in = Query))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct OutputQuery {
@@ -170,6 +192,8 @@ pub struct OutputQuery {
 
 /// `POST /processes/{pid}/stdin[?eof=true]`: the raw body is written to stdin, then with
 /// `eof` stdin is closed (on a PTY: the terminal's end-of-file character is sent).
+#[cfg_attr(feature = "schema", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "schema", into_params(parameter_in = Query))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct StdinQuery {
@@ -179,6 +203,8 @@ pub struct StdinQuery {
 
 /// `GET /processes/{pid}/attach[?since=SEQ]`: replays kept output after `since`
 /// (default 0: all of it) before live output.
+#[cfg_attr(feature = "schema", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "schema", into_params(parameter_in = Query))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct AttachQuery {
@@ -188,6 +214,7 @@ pub struct AttachQuery {
 
 /// Signals a client may send. Numbers are Linux's (the same on every architecture the
 /// project builds for).
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub enum Signal {
     HUP,
@@ -212,6 +239,7 @@ impl Signal {
 }
 
 /// `POST /processes/{pid}/signal`: delivered to the process's group.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct SignalRequest {
@@ -221,6 +249,7 @@ pub struct SignalRequest {
 /// Text frames of the attach WebSocket (binary frames carry terminal bytes): `resize`
 /// from the client; `exit` from the agent right before it closes; `error` from the agent
 /// for a control message it could not use.
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum AttachControl {
