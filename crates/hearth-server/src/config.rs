@@ -46,6 +46,8 @@ pub struct Limits {
     pub max_concurrent_boots: u32,
     pub max_json_body: usize,
     pub max_upload_bytes: usize,
+    /// Largest single file `PUT /v1/vms/{id}/files/content` takes (413 above it).
+    pub max_file_bytes: u64,
     pub max_image_file_bytes: usize,
 }
 
@@ -101,6 +103,7 @@ impl Default for Limits {
             max_concurrent_boots: 4,
             max_json_body: hearth_proto::MAX_JSON_BODY,
             max_upload_bytes: 1024 * 1024 * 1024,
+            max_file_bytes: hearth_proto::DEFAULT_MAX_FILE_BYTES,
             max_image_file_bytes: 8 * 1024 * 1024 * 1024,
         }
     }
@@ -162,6 +165,7 @@ impl Config {
         );
         env!("HEARTH_MAX_JSON_BODY", self.limits.max_json_body);
         env!("HEARTH_MAX_UPLOAD_BYTES", self.limits.max_upload_bytes);
+        env!("HEARTH_MAX_FILE_BYTES", self.limits.max_file_bytes);
         env!("HEARTH_DEFAULT_VCPUS", self.defaults.vcpus);
         env!("HEARTH_DEFAULT_MEMORY_MIB", self.defaults.memory_mib);
         env!("HEARTH_OVERLAY_SIZE_MIB", self.defaults.overlay_size_mib);

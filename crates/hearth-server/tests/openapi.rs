@@ -98,22 +98,28 @@ fn shared_answers_and_links_are_documented() {
             );
         }
     }
-    let links = &doc["paths"]["/v1/vms"]["post"]["responses"]["201"]["links"];
-    let linked: Vec<&str> = links
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|l| l["operationId"].as_str().unwrap())
-        .collect();
+    let links_of = |path: &str| -> Vec<String> {
+        doc["paths"][path]["post"]["responses"]["201"]["links"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|l| l["operationId"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let vm_links = links_of("/v1/vms");
+    // A process's routes also need its pid, which only starting it gives.
+    let process_links = links_of("/v1/vms/{id}/processes");
     for (op, path) in &ops {
-        if path.starts_with("/v1/vms/{id}") {
-            assert!(
-                linked.contains(&op.as_str()),
-                "POST /v1/vms does not link to {op}"
-            );
-        }
+        let (from, linked) = if path.starts_with("/v1/vms/{id}/processes/{pid}") {
+            ("POST /v1/vms/{id}/processes", &process_links)
+        } else if path.starts_with("/v1/vms/{id}") {
+            ("POST /v1/vms", &vm_links)
+        } else {
+            continue;
+        };
+        assert!(linked.contains(op), "{from} does not link to {op}");
     }
-    for op in linked {
+    for op in vm_links.iter().chain(&process_links) {
         assert!(ops.contains_key(op), "a link names no operation: {op}");
     }
 }

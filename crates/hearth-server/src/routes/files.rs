@@ -1,8 +1,7 @@
 //! Whole-tree transfers: a tar.gz (or plain tar) body extracted into the VM, a path
 //! packed out of it. Both bodies stream through without being held whole.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -15,6 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::openapi::{Conflict, InvalidRequest, NotFound};
+use super::stream::{announced_len, capped, Capped};
 use super::ValidQuery;
 use crate::error::{from_agent_call, AppError, Result};
 use crate::{vms, AppState};
@@ -49,28 +49,14 @@ async fn upload_files(
         ))
     };
     // Refuse early when the client announced the size; chunked bodies are counted below.
-    let announced = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if announced.is_some_and(|n| n > limit) {
+    if announced_len(&headers).is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
     let (_, h, _busy) = vms::running_handle(&state, &id).await?;
     let dest = q
         .dest
         .unwrap_or_else(|| hearth_proto::WORKSPACE.to_string());
-    let seen = Arc::new(AtomicUsize::new(0));
-    let over = Arc::new(AtomicBool::new(false));
-    let (seen2, over2) = (seen.clone(), over.clone());
-    let stream = body.into_data_stream().map(move |chunk| {
-        let chunk = chunk.map_err(std::io::Error::other)?;
-        if seen2.fetch_add(chunk.len(), Ordering::Relaxed) + chunk.len() > limit {
-            over2.store(true, Ordering::Relaxed);
-            return Err(std::io::Error::other("upload above max_upload_bytes"));
-        }
-        Ok(chunk)
-    });
+    let Capped { stream, over } = capped(body, limit as u64);
     let format = ArchiveFormat::from_content_type(
         headers
             .get(header::CONTENT_TYPE)

@@ -4,8 +4,9 @@
 //! `utoipa_axum::routes!`, so the router and `/openapi.json` ([`openapi`]) are built from
 //! the same list and cannot drift.
 //!
-//! One module per route group: [`vms`], [`exec`] (exec and run), [`files`], [`firewall`],
-//! [`images`], [`keys`], [`jobs`], [`scripts`], [`pool`]; a new group adds a module and a line in
+//! One module per route group: [`vms`], [`exec`] (exec and run), [`files`] (archives),
+//! [`workspace`] (single files), [`processes`], [`firewall`], [`images`], [`keys`],
+//! [`jobs`], [`scripts`], [`pool`]; a new group adds a module and a line in
 //! [`protected`].
 
 pub mod exec;
@@ -17,9 +18,12 @@ pub mod jobs;
 pub mod keys;
 pub mod openapi;
 pub mod pool;
+pub mod processes;
 mod respond;
 pub mod scripts;
+mod stream;
 pub mod vms;
+pub mod workspace;
 
 use axum::extract::State;
 use axum::http::header;
@@ -46,6 +50,8 @@ pub fn protected() -> OpenApiRouter<AppState> {
         .merge(pool::routes())
         .merge(exec::routes())
         .merge(files::routes())
+        .merge(workspace::routes())
+        .merge(processes::routes())
         .merge(firewall::routes())
         .merge(images::routes())
         .merge(keys::routes())

@@ -27,6 +27,7 @@ macro_rules! error_responses {
 error_responses! {
     BadRequest: "Malformed request: JSON syntax, query string, content type.",
     Unauthorized: "No API key, or one that is not valid.",
+    Forbidden: "The guest's user (uid 1000) may not do that to that file.",
     NotFound: "No such resource (or route).",
     Conflict: "Valid, but not in the resource's current state (the message names it).",
     PayloadTooLarge: "The body is larger than this route accepts.",
@@ -59,13 +60,14 @@ fn error_response(desc: &str) -> RefOr<Response> {
     security(("bearer" = []), ("api_key" = [])),
     components(
         schemas(ErrorBody),
-        responses(BadRequest, Unauthorized, NotFound, Conflict, PayloadTooLarge,
+        responses(BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge,
                   InvalidRequest, TooManyRequests, Unavailable, ServerError)
     ),
     tags(
         (name = "vms", description = "VM lifecycle"),
         (name = "exec", description = "Running code in a VM"),
         (name = "files", description = "Moving files in and out of a VM"),
+        (name = "processes", description = "Processes that outlive a request, and their terminals"),
         (name = "network", description = "A VM's outbound network"),
         (name = "images", description = "Kernels and root file systems"),
         (name = "keys", description = "API keys"),
@@ -170,14 +172,20 @@ fn add_shared_responses(doc: &mut Value) {
 }
 
 /// From each create to the routes that take the id it returns:
-/// (path, method, status, JSON pointer of the id, [(link name, operationId)]).
+/// (path, method, status, [(parameter, runtime expression)], [(link name, operationId)]).
 type Links = (
     &'static str,
     &'static str,
     &'static str,
-    &'static str,
+    &'static [(&'static str, &'static str)],
     &'static [(&'static str, &'static str)],
 );
+
+/// The id a create answers with (`/id`), or a job's (`/job_id`).
+const ID: &[(&str, &str)] = &[("id", "$response.body#/id")];
+const JOB_ID: &[(&str, &str)] = &[("id", "$response.body#/job_id")];
+/// A started process: the VM's id from the request, its pid from the answer.
+const PROCESS_ID: &[(&str, &str)] = &[("id", "$request.path.id"), ("pid", "$response.body#/pid")];
 
 const VM_ROUTES: &[(&str, &str)] = &[
     ("GetVm", "get_vm"),
@@ -197,6 +205,24 @@ const VM_ROUTES: &[(&str, &str)] = &[
     ("ConsoleLog", "console_log"),
     ("CallHistory", "call_history"),
     ("MakeTemplate", "template"),
+    ("ReadFile", "read_file"),
+    ("WriteFile", "write_file"),
+    ("ListFiles", "list_files"),
+    ("StatFile", "stat_file"),
+    ("MakeDir", "make_dir"),
+    ("MoveFile", "move_file"),
+    ("DeleteFile", "delete_file"),
+    ("WatchFiles", "watch_files"),
+    ("StartProcess", "start_process"),
+    ("ListProcesses", "list_processes"),
+];
+const PROCESS_ROUTES: &[(&str, &str)] = &[
+    ("GetProcess", "get_process"),
+    ("KillProcess", "kill_process"),
+    ("ProcessOutput", "process_output"),
+    ("ProcessStdin", "process_stdin"),
+    ("SignalProcess", "signal_process"),
+    ("AttachProcess", "attach_process"),
 ];
 const JOB_ROUTES: &[(&str, &str)] = &[
     ("GetJob", "get_job"),
@@ -204,13 +230,13 @@ const JOB_ROUTES: &[(&str, &str)] = &[
     ("CancelJob", "cancel_job"),
 ];
 const LINKS: &[Links] = &[
-    ("/v1/vms", "post", "201", "/id", VM_ROUTES),
-    ("/v1/vms/{id}/start", "post", "200", "/id", VM_ROUTES),
+    ("/v1/vms", "post", "201", ID, VM_ROUTES),
+    ("/v1/vms/{id}/start", "post", "200", ID, VM_ROUTES),
     (
         "/v1/images",
         "post",
         "201",
-        "/id",
+        ID,
         &[
             ("PutKernel", "put_kernel"),
             ("PutRootfs", "put_rootfs"),
@@ -222,26 +248,33 @@ const LINKS: &[Links] = &[
         "/v1/keys",
         "post",
         "201",
-        "/id",
+        ID,
         &[("DeleteKey", "delete_key")],
     ),
     (
         "/v1/scripts",
         "post",
         "201",
-        "/id",
+        ID,
         &[
             ("GetScript", "get_script"),
             ("RunScript", "run_script"),
             ("DeleteScript", "delete_script"),
         ],
     ),
-    ("/v1/jobs", "post", "202", "/job_id", JOB_ROUTES),
-    ("/v1/scripts/{id}/run", "post", "202", "/job_id", JOB_ROUTES),
+    ("/v1/jobs", "post", "202", JOB_ID, JOB_ROUTES),
+    ("/v1/scripts/{id}/run", "post", "202", JOB_ID, JOB_ROUTES),
+    (
+        "/v1/vms/{id}/processes",
+        "post",
+        "201",
+        PROCESS_ID,
+        PROCESS_ROUTES,
+    ),
 ];
 
 fn add_links(doc: &mut Value) {
-    for (path, method, status, pointer, targets) in LINKS {
+    for (path, method, status, params, targets) in LINKS {
         let at = format!(
             "/paths/{}/{method}/responses/{status}",
             path.replace('~', "~0").replace('/', "~1")
@@ -252,10 +285,11 @@ fn add_links(doc: &mut Value) {
         let links: Map<String, Value> = targets
             .iter()
             .map(|(name, op)| {
-                let link = json!({
-                    "operationId": op,
-                    "parameters": {"id": format!("$response.body#{pointer}")}
-                });
+                let params: Map<String, Value> = params
+                    .iter()
+                    .map(|(p, e)| (p.to_string(), json!(e)))
+                    .collect();
+                let link = json!({"operationId": op, "parameters": params});
                 (name.to_string(), link)
             })
             .collect();
