@@ -115,8 +115,9 @@ pub fn spawn(jail: &Jail, spec: &SpawnSpec, stdio: [Stdio; 3]) -> Result<JailedC
         .stderr(stderr)
         .kill_on_drop(true);
     // SAFETY: the closure runs in the forked child before exec. It only makes raw
-    // system calls (write, open, close, setsid, ioctl, chroot, chdir, prctl, setrlimit,
-    // setgroups, setres[ug]id, umask, seccomp), all async-signal-safe, and only reads
+    // system calls (write, open, close, sigprocmask (after sigemptyset on a local set),
+    // setsid, ioctl, chroot, chdir, prctl, setrlimit, setgroups, setres[ug]id, umask,
+    // seccomp), all async-signal-safe, and only reads
     // the CStrings, the descriptor and the compiled filters prepared above, which the
     // closure owns or shares read-only; it allocates nothing, takes no locks and touches
     // no shared state, so it cannot deadlock on a lock another parent thread held at fork
@@ -140,6 +141,16 @@ pub fn spawn(jail: &Jail, spec: &SpawnSpec, stdio: [Stdio; 3]) -> Result<JailedC
             if wrote != 1 {
                 return Err(io::Error::last_os_error());
             }
+            // Init blocks the signals it waits for, and a blocked mask survives fork and
+            // exec: user code must start with none blocked, or a TERM, INT or HUP sent to
+            // it (`POST .../signal`, a terminal's Ctrl-C) would stay pending for ever.
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            check(libc::sigprocmask(
+                libc::SIG_SETMASK,
+                &none,
+                std::ptr::null_mut(),
+            ))?;
             check(libc::setsid())?;
             if controlling_tty {
                 // Only a session leader without a terminal may take one: right after setsid.
