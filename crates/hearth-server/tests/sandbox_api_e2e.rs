@@ -1,0 +1,533 @@
+//! End-to-end: the sandbox API (single files, processes, the attach WebSocket) through a
+//! real `hearth serve` on loopback and one real VM, driven over HTTP as a program would.
+//! Bodies are read into `hearth-api` types, the contract the server and CLI share.
+//!
+//! Needs `target/debug/hearth` and the default image, as `e2e.rs` does.
+
+mod support;
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use hearth_api::files::{FileEntry, FileList, FileType, WatchEvent, WatchEventKind};
+use hearth_api::processes::{AttachControl, ProcessEvent, ProcessInfo, ProcessList, ProcessState};
+use hearth_api::ErrorBody;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use support::{DataDir, Server};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+/// The limit the server runs with: the 3 MB file fits, 5 MB does not.
+const MAX_FILE: u64 = 4 << 20;
+
+/// A small deterministic PRNG (xorshift): random-looking bytes without a dependency.
+fn random_bytes(n: usize, mut seed: u64) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}
+
+struct Api<'a> {
+    srv: &'a Server,
+    http: reqwest::Client,
+    vm: String,
+}
+
+impl Api<'_> {
+    fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let url = format!("{}/v1/vms/{}{path}", self.srv.url, self.vm);
+        self.http.request(method, url).bearer_auth(&self.srv.key)
+    }
+
+    async fn send(&self, r: reqwest::RequestBuilder) -> (StatusCode, bytes::Bytes) {
+        let resp = r.send().await.unwrap();
+        (resp.status(), resp.bytes().await.unwrap())
+    }
+
+    /// A JSON call that must answer `want`, read as `T`.
+    async fn ok<T: serde::de::DeserializeOwned>(&self, want: u16, r: reqwest::RequestBuilder) -> T {
+        let (s, b) = self.send(r).await;
+        let text = String::from_utf8_lossy(&b).into_owned();
+        assert_eq!(s.as_u16(), want, "{text}");
+        serde_json::from_slice(&b).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+
+    /// A call that must fail with `want` and the one error shape.
+    async fn fails(&self, want: u16, r: reqwest::RequestBuilder) -> ErrorBody {
+        let (s, b) = self.send(r).await;
+        let text = String::from_utf8_lossy(&b).into_owned();
+        assert_eq!(s.as_u16(), want, "{text}");
+        serde_json::from_slice(&b).unwrap_or_else(|e| panic!("not an ErrorBody ({e}): {text}"))
+    }
+
+    async fn exec(&self, cmd: &str) -> Value {
+        self.ok(
+            200,
+            self.req(Method::POST, "/exec").json(&json!({"cmd": cmd})),
+        )
+        .await
+    }
+
+    async fn content(&self, path: &str) -> Vec<u8> {
+        let r = self
+            .req(Method::GET, "/files/content")
+            .query(&[("path", path)]);
+        let resp = r.send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let len = resp.content_length();
+        let body = resp.bytes().await.unwrap().to_vec();
+        assert_eq!(len, Some(body.len() as u64), "Content-Length");
+        body
+    }
+
+    fn put(&self, path: &str) -> reqwest::RequestBuilder {
+        self.req(Method::PUT, "/files/content")
+            .query(&[("path", path)])
+    }
+
+    async fn start(&self, body: Value) -> ProcessInfo {
+        let info: ProcessInfo = self
+            .ok(201, self.req(Method::POST, "/processes").json(&body))
+            .await;
+        assert_eq!(info.state, ProcessState::Running);
+        info
+    }
+
+    /// Output events after `since`, as kept now (no follow), or until exit (follow).
+    async fn output(&self, pid: u32, since: u64, follow: bool) -> Vec<ProcessEvent> {
+        let q = [("since", since.to_string()), ("follow", follow.to_string())];
+        let r = self
+            .req(Method::GET, &format!("/processes/{pid}/output"))
+            .query(&q);
+        let (s, b) = self.send(r).await;
+        assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+        let text = String::from_utf8(b.to_vec()).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+
+    /// Polls `output` until its text contains `want`; the text and the last seq.
+    async fn output_until(&self, pid: u32, since: u64, want: &str) -> (String, u64) {
+        for _ in 0..300 {
+            let (mut text, mut last) = (String::new(), since);
+            for ev in self.output(pid, since, false).await {
+                if let ProcessEvent::Output(c) = ev {
+                    text.push_str(&c.data);
+                    last = c.seq;
+                }
+            }
+            if text.contains(want) {
+                return (text, last);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no {want:?} in the output of {pid}");
+    }
+
+    async fn process(&self, pid: u32) -> ProcessInfo {
+        self.ok(200, self.req(Method::GET, &format!("/processes/{pid}")))
+            .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_processes_and_a_terminal_through_the_server() {
+    let data = DataDir::new();
+    let max = MAX_FILE.to_string();
+    let srv = Server::spawn(data.path(), &[], &[("HEARTH_MAX_FILE_BYTES", max.as_str())]);
+    let (s, vm) = srv.call("POST", "/v1/vms", Some(json!({}))).await;
+    assert_eq!(s, 201, "{vm}");
+    let api = Api {
+        srv: &srv,
+        http: srv.client(),
+        vm: vm["id"].as_str().unwrap().to_string(),
+    };
+
+    files(&api).await;
+    processes(&api).await;
+    terminal(&api).await;
+
+    // A stopped VM answers the new routes as it answers exec: the same status and code.
+    let (s, v) = srv
+        .call("POST", &format!("/v1/vms/{}/stop", api.vm), None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let exec = api
+        .fails(
+            409,
+            api.req(Method::POST, "/exec").json(&json!({"cmd": "true"})),
+        )
+        .await;
+    for r in [
+        api.req(Method::GET, "/files/content")
+            .query(&[("path", "x")]),
+        api.req(Method::GET, "/processes"),
+    ] {
+        assert_eq!(api.fails(409, r).await.error.code, exec.error.code);
+    }
+    let (s, v) = srv
+        .call("DELETE", &format!("/v1/vms/{}", api.vm), None)
+        .await;
+    assert_eq!(s, 204, "{v}");
+}
+
+async fn files(api: &Api<'_>) {
+    // Write, read back, and the entry the PUT answers with.
+    let e: FileEntry = api
+        .ok(
+            201,
+            api.put("a.txt").query(&[("mode", "0600")]).body("hello"),
+        )
+        .await;
+    assert_eq!(
+        (e.path.as_str(), e.kind, e.size, e.mode),
+        ("/workspace/a.txt", FileType::File, 5, 0o600)
+    );
+    assert_eq!(api.content("a.txt").await, b"hello");
+
+    // 3 MB of random bytes, byte-identical after the round trip.
+    let big = random_bytes(3_000_000, 7);
+    let put = api
+        .put("d/big.bin")
+        .query(&[("parents", "true")])
+        .body(big.clone());
+    let e: FileEntry = api.ok(201, put).await;
+    assert_eq!(e.size, 3_000_000);
+    assert!(
+        api.content("/workspace/d/big.bin").await == big,
+        "read back differs"
+    );
+
+    // Above max_file_bytes: 413, announced or streamed, and the old file stays. An
+    // announced size is refused before a byte of the body moves, so that request sends
+    // only its head (a client still writing the body may see the connection close).
+    let head = format!(
+        "PUT /v1/vms/{}/files/content?path=a.txt HTTP/1.1\r\nhost: x\r\n\
+         authorization: Bearer {}\r\ncontent-length: {}\r\n\r\n",
+        api.vm,
+        api.srv.key,
+        MAX_FILE + 1
+    );
+    let answer = raw_http(api.srv, &head).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("\"payload_too_large\""), "{answer}");
+    let over = random_bytes(MAX_FILE as usize + 1, 9);
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        over.chunks(256 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let chunked = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
+    api.fails(413, api.put("a.txt").body(chunked)).await;
+    assert_eq!(api.content("a.txt").await, b"hello");
+
+    // list (depth 2), stat, mkdir, move, delete.
+    let list: FileList = api
+        .ok(
+            200,
+            api.req(Method::GET, "/files/list").query(&[("depth", "2")]),
+        )
+        .await;
+    let paths: Vec<&str> = list.entries.iter().map(|e| e.path.as_str()).collect();
+    for p in ["/workspace/a.txt", "/workspace/d", "/workspace/d/big.bin"] {
+        assert!(paths.contains(&p), "{p} not in {paths:?}");
+    }
+    let e: FileEntry = api
+        .ok(
+            200,
+            api.req(Method::GET, "/files/stat").query(&[("path", "d")]),
+        )
+        .await;
+    assert_eq!(e.kind, FileType::Dir);
+    let mk = json!({"path": "d/e/f", "parents": true});
+    let e: FileEntry = api
+        .ok(201, api.req(Method::POST, "/files/mkdir").json(&mk))
+        .await;
+    assert_eq!(
+        (e.path.as_str(), e.kind),
+        ("/workspace/d/e/f", FileType::Dir)
+    );
+    let mv = json!({"from": "a.txt", "to": "d/e/b.txt"});
+    let e: FileEntry = api
+        .ok(200, api.req(Method::POST, "/files/move").json(&mv))
+        .await;
+    assert_eq!((e.path.as_str(), e.size), ("/workspace/d/e/b.txt", 5));
+    let stat_a = api
+        .req(Method::GET, "/files/stat")
+        .query(&[("path", "a.txt")]);
+    assert_eq!(
+        api.fails(404, stat_a).await.error.code.as_str(),
+        "not_found"
+    );
+    // A directory where a file is wanted: 409.
+    let read_dir = api
+        .req(Method::GET, "/files/content")
+        .query(&[("path", "d")]);
+    api.fails(409, read_dir).await;
+    let del = api.req(Method::DELETE, "/files").query(&[("path", "d")]);
+    let (s, _) = api.send(del).await;
+    assert!(
+        s.is_client_error(),
+        "a non-empty directory went without recursive: {s}"
+    );
+    let del = api
+        .req(Method::DELETE, "/files")
+        .query(&[("path", "d"), ("recursive", "true")]);
+    assert_eq!(api.send(del).await.0, 204);
+    let stat_d = api.req(Method::GET, "/files/stat").query(&[("path", "d")]);
+    api.fails(404, stat_d).await;
+
+    // Escapes: refused by the server's checks (400) or the agent's (4xx), with the one
+    // error shape, and nothing written outside the workspace.
+    api.exec("ln -s /etc /workspace/etc-link && ln -s .. /workspace/up")
+        .await;
+    for path in ["../etc/passwd", "/etc/passwd", "a/../../x"] {
+        let r = api
+            .req(Method::GET, "/files/content")
+            .query(&[("path", path)]);
+        api.fails(400, r).await;
+        api.fails(400, api.put(path).body("x")).await;
+    }
+    for path in [
+        "etc-link/passwd",
+        "up/etc/passwd",
+        "etc-link/hearth-pwned",
+        "up/pwned",
+    ] {
+        let (s, b) = api.send(api.put(path).body("x")).await;
+        assert!(s.is_client_error(), "PUT {path}: {s}");
+        let e: ErrorBody = serde_json::from_slice(&b).unwrap();
+        assert!(!e.error.message.is_empty());
+    }
+    let r = api
+        .req(Method::GET, "/files/content")
+        .query(&[("path", "etc-link/passwd")]);
+    assert!(api.send(r).await.0.is_client_error());
+    let out = api.exec("ls /etc/hearth-pwned /pwned 2>&1; true").await;
+    assert_eq!(
+        out["stdout"]
+            .as_str()
+            .unwrap()
+            .matches("No such file")
+            .count(),
+        2,
+        "{out}"
+    );
+
+    // watch reports a file an exec creates.
+    let resp = api
+        .req(Method::GET, "/files/watch")
+        .query(&[("recursive", "true")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    api.exec("mkdir w && touch w/made-by-exec").await;
+    let seen = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut buf = String::new();
+        while let Some(chunk) = body.next().await {
+            buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            for line in buf.lines().filter(|l| l.ends_with('}')) {
+                let ev: WatchEvent = serde_json::from_str(line).unwrap();
+                if ev.kind == WatchEventKind::Create && ev.path == "/workspace/w/made-by-exec" {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(seen, Ok(true), "watch never reported the file");
+}
+
+async fn processes(api: &Api<'_>) {
+    // stdin in, output out; a reader coming back with `since` gets only what is new.
+    let echo = api
+        .start(json!({"cmd": "while read l; do echo got:$l; done", "stdin": true}))
+        .await;
+    let stdin = format!("/processes/{}/stdin", echo.pid);
+    assert_eq!(
+        api.send(api.req(Method::POST, &stdin).body("hi\n")).await.0,
+        204
+    );
+    let (text, seq) = api.output_until(echo.pid, 0, "got:hi\n").await;
+    assert_eq!(text, "got:hi\n");
+    assert_eq!(
+        api.send(api.req(Method::POST, &stdin).body("again\n"))
+            .await
+            .0,
+        204
+    );
+    let (text, _) = api.output_until(echo.pid, seq, "got:again\n").await;
+    assert_eq!(text, "got:again\n", "since={seq} replayed old output");
+
+    let list: ProcessList = api.ok(200, api.req(Method::GET, "/processes")).await;
+    assert!(list.processes.iter().any(|p| p.pid == echo.pid), "{list:?}");
+
+    // A signal ends it; the record says how.
+    let sig = json!({"signal": "TERM"});
+    let r = api.req(Method::POST, &format!("/processes/{}/signal", echo.pid));
+    assert_eq!(api.send(r.json(&sig)).await.0, 204);
+    let mut info = api.process(echo.pid).await;
+    for _ in 0..100 {
+        if info.state == ProcessState::Exited {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        info = api.process(echo.pid).await;
+    }
+    assert_eq!(
+        (info.state, info.exit_code, info.signal.as_deref()),
+        (ProcessState::Exited, Some(143), Some("TERM"))
+    );
+    let bad = json!({"signal": "STOP"});
+    let r = api.req(Method::POST, &format!("/processes/{}/signal", echo.pid));
+    api.fails(422, r.json(&bad)).await;
+    api.fails(404, api.req(Method::GET, "/processes/999999"))
+        .await;
+
+    // `follow` streams until the exit event.
+    let short = api
+        .start(json!({"cmd": "echo a; sleep 1; echo b >&2"}))
+        .await;
+    let events = api.output(short.pid, 0, true).await;
+    let mut text = String::new();
+    for ev in &events[..events.len() - 1] {
+        if let ProcessEvent::Output(c) = ev {
+            text.push_str(&c.data);
+        }
+    }
+    assert_eq!(text, "a\nb\n");
+    match events.last() {
+        Some(ProcessEvent::Exit { exit }) => assert_eq!(exit.exit_code, Some(0)),
+        other => panic!("no exit event last: {other:?}"),
+    }
+
+    // A background server outlives the request that started it; DELETE kills it.
+    let args = ["-u", "-m", "http.server", "8123", "--bind", "127.0.0.1"];
+    let server = api.start(json!({"cmd": "python3", "args": args})).await;
+    api.output_until(server.pid, 0, "Serving HTTP").await;
+    let get = "python3 -c \"import urllib.request as u; print(u.urlopen('http://127.0.0.1:8123/').status)\"";
+    assert_eq!(api.exec(get).await["stdout"], "200\n");
+    let killed: ProcessInfo = api
+        .ok(
+            200,
+            api.req(Method::DELETE, &format!("/processes/{}", server.pid)),
+        )
+        .await;
+    assert_eq!(
+        (killed.state, killed.signal.as_deref()),
+        (ProcessState::Exited, Some("KILL"))
+    );
+}
+
+/// Sends `head` on a new connection and returns what the server answers.
+async fn raw_http(srv: &Server, head: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = srv.url.strip_prefix("http://").unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut got = Vec::new();
+    let read = async {
+        while let Ok(n) = tcp.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&got).contains("}}") {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(30), read).await;
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// Reads terminal bytes until `want` shows up.
+async fn until(ws: &mut Socket, want: &str) -> String {
+    let mut text = String::new();
+    let read = async {
+        while let Some(msg) = ws.next().await {
+            if let Message::Binary(b) = msg.unwrap() {
+                text.push_str(&String::from_utf8_lossy(&b));
+                if text.contains(want) {
+                    return;
+                }
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .is_err()
+    {
+        panic!("no {want:?} on the terminal: {text:?}");
+    }
+    text
+}
+
+async fn terminal(api: &Api<'_>) {
+    let shell = api
+        .start(json!({"cmd": "/bin/sh", "args": [], "pty": {"cols": 80, "rows": 24}}))
+        .await;
+    let path = format!("/v1/vms/{}/processes/{}/attach", api.vm, shell.pid);
+    // Without an upgrade the route answers a plain 400.
+    let plain = api.req(Method::GET, &format!("/processes/{}/attach", shell.pid));
+    api.fails(400, plain).await;
+
+    let addr = api.srv.url.strip_prefix("http://").unwrap();
+    let mut req = format!("ws://{addr}{path}").into_client_request().unwrap();
+    let auth = format!("Bearer {}", api.srv.key).parse().unwrap();
+    req.headers_mut().insert("authorization", auth);
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
+
+    ws.send(Message::binary(&b"echo $((6*7))\n"[..]))
+        .await
+        .unwrap();
+    let seen = until(&mut ws, "42\r\n").await;
+    assert!(
+        seen.contains("echo $((6*7))"),
+        "typed input not echoed: {seen:?}"
+    );
+    let resize = json!({"type": "resize", "cols": 120, "rows": 40}).to_string();
+    ws.send(Message::text(resize)).await.unwrap();
+    ws.send(Message::binary(&b"stty size\n"[..])).await.unwrap();
+    until(&mut ws, "40 120\r\n").await;
+    ws.send(Message::binary(&b"exit 5\n"[..])).await.unwrap();
+    let mut exit = None;
+    while let Some(Ok(msg)) = ws.next().await {
+        if let Message::Text(t) = msg {
+            exit = Some(serde_json::from_str::<AttachControl>(&t).unwrap());
+        }
+    }
+    assert_eq!(
+        exit,
+        Some(AttachControl::Exit {
+            exit_code: Some(5),
+            signal: None
+        })
+    );
+    // No terminal, no attach: the agent's 409 comes back as an HTTP answer.
+    let piped = api.start(json!({"cmd": "sleep 30"})).await;
+    let path = format!("/v1/vms/{}/processes/{}/attach", api.vm, piped.pid);
+    let mut req = format!("ws://{addr}{path}").into_client_request().unwrap();
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", api.srv.key).parse().unwrap(),
+    );
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    match tokio_tungstenite::client_async(req, tcp).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 409)
+        }
+        other => panic!("expected a 409, got {:?}", other.map(|_| ())),
+    }
+}
