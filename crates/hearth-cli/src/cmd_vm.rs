@@ -72,10 +72,17 @@ pub enum Command {
         /// Name of the new image.
         name: String,
     },
-    /// List VMs.
+    /// List VMs; with an ID, the files of a directory in that VM (default /workspace).
     Ls {
         #[command(flatten)]
         c: ClientArgs,
+        /// A VM whose files to list instead.
+        id: Option<String>,
+        /// With ID: the directory (in /workspace).
+        path: Option<String>,
+        /// With ID: levels to descend, 1..10.
+        #[arg(long, default_value_t = 1)]
+        depth: u32,
         /// Only this state (creating, running, paused, stopped, failed, deleted).
         #[arg(long)]
         state: Option<VmStateArg>,
@@ -176,6 +183,9 @@ pub enum Command {
         #[arg(long, default_value_t = 100)]
         tail: usize,
     },
+    /// Single files and processes (`cat`, `put`, `ps`, `kill`).
+    #[command(flatten)]
+    Sandbox(crate::cmd_vm_files::Command),
     /// Recent exec/run calls.
     History {
         #[command(flatten)]
@@ -315,7 +325,14 @@ pub async fn main(cmd: Command) -> anyhow::Result<i32> {
                 println!("{}", img.name);
             }
         }
-        Command::Ls { c, state, all } => {
+        Command::Ls {
+            c,
+            id: Some(id),
+            path,
+            depth,
+            ..
+        } => crate::cmd_vm_files::list_files(&c, &id, path, depth).await?,
+        Command::Ls { c, state, all, .. } => {
             let path = match state {
                 Some(s) => format!("/v1/vms?state={}", s.0),
                 None => "/v1/vms".into(),
@@ -423,6 +440,7 @@ pub async fn main(cmd: Command) -> anyhow::Result<i32> {
                 }
             }
         }
+        Command::Sandbox(cmd) => return crate::cmd_vm_files::main(cmd).await,
         Command::History { c, id, limit } => {
             let h: CallHistory = Client::new(&c)?
                 .get(&format!("/v1/vms/{id}/history?limit={limit}"))

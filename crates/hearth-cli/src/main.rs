@@ -14,6 +14,7 @@ mod cmd_keys;
 mod cmd_run;
 mod cmd_serve;
 mod cmd_vm;
+mod cmd_vm_files;
 
 use clap::{Parser, Subcommand};
 

@@ -14,7 +14,7 @@ use hearth_api::processes::{AttachControl, ProcessEvent, ProcessInfo, ProcessLis
 use hearth_api::ErrorBody;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use support::{DataDir, Server};
+use support::{hearth_bin, DataDir, Server};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -153,6 +153,7 @@ async fn files_processes_and_a_terminal_through_the_server() {
     files(&api).await;
     processes(&api).await;
     terminal(&api).await;
+    cli(&api).await;
 
     // A stopped VM answers the new routes as it answers exec: the same status and code.
     let (s, v) = srv
@@ -530,4 +531,67 @@ async fn terminal(api: &Api<'_>) {
         }
         other => panic!("expected a 409, got {:?}", other.map(|_| ())),
     }
+}
+
+/// `hearth vm put|cat|ls ID|ps|kill` against the same server and VM.
+async fn cli(api: &Api<'_>) {
+    let run = |args: Vec<String>| async move {
+        let out = tokio::process::Command::new(hearth_bin())
+            .args(&args)
+            .env("HEARTH_URL", &api.srv.url)
+            .env("HEARTH_API_KEY", &api.srv.key)
+            .output()
+            .await
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (
+            out.status.code().unwrap_or(-1),
+            out.stdout,
+            text(&out.stderr),
+        )
+    };
+    let vm = api.vm.clone();
+    let a = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("local.bin");
+    let data = random_bytes(100_000, 3);
+    std::fs::write(&local, &data).unwrap();
+    let local = local.to_str().unwrap();
+    let (code, _, err) = run(a(&["vm", "put", &vm, local, "cli/x.bin", "--parents"])).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("/workspace/cli/x.bin (100000 bytes"), "{err}");
+    let (code, out, err) = run(a(&["vm", "cat", &vm, "cli/x.bin"])).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out == data, "cat gave other bytes");
+    let (code, out, err) = run(a(&["vm", "ls", &vm, "cli"])).await;
+    assert_eq!(code, 0, "{err}");
+    let out = String::from_utf8(out).unwrap();
+    assert!(
+        out.contains(" 100000 ") && out.contains("/workspace/cli/x.bin"),
+        "{out}"
+    );
+    let (code, _, err) = run(a(&["vm", "cat", &vm, "../etc/passwd"])).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("not a path in /workspace"), "{err}");
+
+    let sleeper = api.start(json!({"cmd": "sleep 300"})).await;
+    let pid = sleeper.pid.to_string();
+    let (code, out, err) = run(a(&["vm", "ps", &vm])).await;
+    assert_eq!(code, 0, "{err}");
+    let out = String::from_utf8(out).unwrap();
+    let line = out.lines().find(|l| l.trim_start().starts_with(&pid));
+    assert!(
+        line.is_some_and(|l| l.contains("running") && l.contains("sleep 300")),
+        "{out}"
+    );
+    let (code, _, err) = run(a(&["vm", "kill", &vm, &pid, "--signal", "STOP"])).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("unknown signal"), "{err}");
+    let (code, _, err) = run(a(&["vm", "kill", &vm, &pid])).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("exited") && err.contains("KILL"), "{err}");
+    // A killed process leaves the table (its final record was the DELETE's answer).
+    let gone = api.req(Method::GET, &format!("/processes/{}", sleeper.pid));
+    api.fails(404, gone).await;
 }
