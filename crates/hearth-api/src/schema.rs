@@ -75,6 +75,7 @@ const BOUNDS: &[(&str, &str, Bound)] = &[
     ("JobParams", "timeout_s", Bound::TimeoutS),
     ("ExecRequest", "timeout_ms", Bound::TimeoutMs),
     ("RunRequest", "timeout_ms", Bound::TimeoutMs),
+    ("ProcessStartRequest", "timeout_ms", Bound::TimeoutMs),
 ];
 
 fn schema_mut<'a>(doc: &'a mut Value, name: &str) -> Option<&'a mut Value> {

@@ -142,6 +142,14 @@ fn add_shared_responses(doc: &mut Value) {
                 .get("parameters")
                 .and_then(Value::as_array)
                 .is_some_and(|ps| ps.iter().any(|p| p["in"] == "query"));
+            // A path parameter that is not a string (a pid) can fail to parse: 400.
+            let typed_path = op
+                .get("parameters")
+                .and_then(Value::as_array)
+                .is_some_and(|ps| {
+                    ps.iter()
+                        .any(|p| p["in"] == "path" && p["schema"]["type"] != "string")
+                });
             let body = op.get("requestBody").cloned();
             let json_body = body
                 .as_ref()
@@ -157,7 +165,7 @@ fn add_shared_responses(doc: &mut Value) {
             if !public {
                 add("401", "Unauthorized");
             }
-            if has_query || body.is_some() {
+            if has_query || typed_path || body.is_some() {
                 add("400", "BadRequest");
             }
             if body.is_some() {

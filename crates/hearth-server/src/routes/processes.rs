@@ -6,7 +6,8 @@
 
 use axum::body::Body;
 use axum::extract::ws::{self, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Extension;
@@ -35,6 +36,27 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(process_stdin))
         .routes(routes!(signal_process))
         .routes(routes!(attach_process))
+}
+
+/// `{id}` and `{pid}` of a process route; a pid that is not a number is a 400 naming it
+/// (axum's own rejection would say only "Bad Request").
+struct Pid {
+    id: String,
+    pid: u32,
+}
+
+impl FromRequestParts<AppState> for Pid {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        let Path((id, pid)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| AppError::BadRequest(e.body_text()))?;
+        let pid = pid
+            .parse()
+            .map_err(|_| AppError::BadRequest(format!("pid {pid:?} is not a process id")))?;
+        Ok(Pid { id, pid })
+    }
 }
 
 fn call_err(h: &hearth_vmm::VmHandle) -> impl Fn(hearth_vmm::Error) -> AppError + '_ {
@@ -85,10 +107,7 @@ async fn list_processes(
     responses((status = 200, description = "The process.", body = ProcessInfo),
               (status = 404, response = NotFound),
               (status = 409, response = Conflict)))]
-async fn get_process(
-    State(state): State<AppState>,
-    Path(p): Path<ProcessPath>,
-) -> Result<axum::Json<ProcessInfo>> {
+async fn get_process(State(state): State<AppState>, p: Pid) -> Result<axum::Json<ProcessInfo>> {
     let (_, h, _busy) = vms::running_handle(&state, &p.id).await?;
     let info = h.agent().process(p.pid).await.map_err(call_err(&h))?;
     Ok(axum::Json(info))
@@ -100,10 +119,7 @@ async fn get_process(
     responses((status = 200, description = "Killed (or already ended).", body = ProcessInfo),
               (status = 404, response = NotFound),
               (status = 409, response = Conflict)))]
-async fn kill_process(
-    State(state): State<AppState>,
-    Path(p): Path<ProcessPath>,
-) -> Result<axum::Json<ProcessInfo>> {
+async fn kill_process(State(state): State<AppState>, p: Pid) -> Result<axum::Json<ProcessInfo>> {
     let (_, h, _busy) = vms::running_handle(&state, &p.id).await?;
     let info = h.agent().kill_process(p.pid).await.map_err(call_err(&h))?;
     Ok(axum::Json(info))
@@ -121,7 +137,7 @@ async fn kill_process(
 async fn process_output(
     State(state): State<AppState>,
     Extension(rid): Extension<RequestId>,
-    Path(p): Path<ProcessPath>,
+    p: Pid,
     ValidQuery(q): ValidQuery<OutputQuery>,
 ) -> Result<Response> {
     let (_, h, busy) = vms::running_handle(&state, &p.id).await?;
@@ -142,7 +158,7 @@ async fn process_output(
               (status = 409, response = Conflict)))]
 async fn process_stdin(
     State(state): State<AppState>,
-    Path(p): Path<ProcessPath>,
+    p: Pid,
     ValidQuery(q): ValidQuery<StdinQuery>,
     body: Body,
 ) -> Result<StatusCode> {
@@ -166,7 +182,7 @@ async fn process_stdin(
               (status = 422, response = InvalidRequest)))]
 async fn signal_process(
     State(state): State<AppState>,
-    Path(p): Path<ProcessPath>,
+    p: Pid,
     Valid(req): Valid<SignalRequest>,
 ) -> Result<StatusCode> {
     let (_, h, _busy) = vms::running_handle(&state, &p.id).await?;
@@ -189,7 +205,7 @@ async fn signal_process(
               (status = 409, response = Conflict)))]
 async fn attach_process(
     State(state): State<AppState>,
-    Path(p): Path<ProcessPath>,
+    p: Pid,
     ValidQuery(q): ValidQuery<AttachQuery>,
     upgrade: std::result::Result<WebSocketUpgrade, ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response> {
