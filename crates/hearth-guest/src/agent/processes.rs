@@ -73,8 +73,14 @@ pub async fn start(state: &State, req: hyper::Request<Incoming>) -> Result<Respo
     };
     let process = procs::start(&state.procs, &state.jail, spec).map_err(|e| match e {
         // As `/exec` reports 127/126, but there is no run to report it in: say it here.
+        // The request was valid; the VM's files make it fail: no such program or working
+        // directory is a 404, anything else (not executable, ...) a 409.
         JailError::Spawn { source, .. } if source.raw_os_error().is_some() => {
-            AgentError::Invalid(format!("cannot start {program:?}: {source}"))
+            let msg = format!("cannot start {program:?}: {source}");
+            match source.raw_os_error() {
+                Some(libc::ENOENT | libc::ENOTDIR) => AgentError::NotFound(msg),
+                _ => AgentError::Conflict(msg),
+            }
         }
         e => e.into(),
     })?;

@@ -65,6 +65,7 @@ fn call_err(h: &hearth_vmm::VmHandle) -> impl Fn(hearth_vmm::Error) -> AppError 
 
 /// Starts a process in the jail, as `exec` runs one, that keeps running after this
 /// request: without `args` `cmd` goes through `/bin/sh -c`; `pty` gives it a terminal.
+/// A program or `cwd` the VM does not have is a 404; one that cannot be run, a 409.
 #[utoipa::path(post, path = "/v1/vms/{id}/processes", tag = "processes",
     request_body = ProcessStartRequest,
     params(("id" = String, Path, format = Uuid, description = "The VM's id.")),
