@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod inproc;
+pub mod sandbox_api;
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
