@@ -84,11 +84,19 @@ async fn files(api: &Api<'_>) {
         .put("d/big.bin")
         .query(&[("parents", "true")])
         .body(big.clone());
+    let t = std::time::Instant::now();
     let e: FileEntry = api.ok(201, put).await;
+    let put_took = t.elapsed();
     assert_eq!(e.size, 3_000_000);
+    let t = std::time::Instant::now();
     assert!(
         api.content("/workspace/d/big.bin").await == big,
         "read back differs"
+    );
+    // A figure for the log, never an assertion.
+    eprintln!(
+        "3 MB through the server: PUT {put_took:?}, GET {:?}",
+        t.elapsed()
     );
 
     // Above max_file_bytes: 413, announced or streamed, and the old file stays. An
