@@ -143,8 +143,10 @@ pub struct VmSpec {
 }
 
 /// Kernel command line every Hearth guest boots with (see ARCHITECTURE.md).
+/// `no_timer_check`: under TCG on a loaded host the kernel's IO-APIC timer probe can time
+/// out and panic the boot ("IO-APIC + timer doesn't work!"); a VM's timer is known good.
 pub const BASE_CMDLINE: &str =
-    "console=ttyS0 reboot=k panic=-1 root=/dev/vda ro rootfstype=ext4 init=/sbin/init";
+    "console=ttyS0 reboot=k panic=-1 no_timer_check root=/dev/vda ro rootfstype=ext4 init=/sbin/init";
 
 impl VmSpec {
     /// A spec with the defaults `hearth run` uses: 1 vCPU, 512 MiB, a fresh 1 GiB overlay.
