@@ -5,7 +5,10 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use anyhow::{bail, Context};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+use hearth_api::pool::PoolStatus;
 
 use crate::client::{Client, ClientArgs};
 
@@ -79,6 +82,20 @@ impl BenchServer {
                 }
             }
         }
+    }
+}
+
+/// Until every pool spec has at least `ready` warm VMs and boots none (a boot in the
+/// background would slow what is measured next).
+pub async fn wait_pool(client: &Client, ready: u32) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let p: PoolStatus = client.get("/v1/pool").await?;
+        if !p.specs.is_empty() && p.specs.iter().all(|s| s.ready >= ready && s.booting == 0) {
+            return Ok(());
+        }
+        ensure!(Instant::now() < deadline, "the pool never got ready: {p:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

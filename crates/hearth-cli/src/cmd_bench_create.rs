@@ -11,11 +11,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use hearth_api::exec::{ExecRequest, ExecResponse};
-use hearth_api::pool::PoolStatus;
 use hearth_api::vms::{CreateVm, Vm, VmState};
 use serde_json::json;
 
-use crate::bench_server::BenchServer;
+use crate::bench_server::{wait_pool, BenchServer};
 use crate::client::Client;
 use crate::cmd_run;
 
@@ -110,7 +109,7 @@ async fn run(client: &Client, pooled: bool, n: usize) -> anyhow::Result<Mode> {
     };
     for i in 0..=n {
         if pooled {
-            wait_warm(client).await?;
+            wait_pool(client, 1).await?;
         }
         let t = Instant::now();
         let vm: Vm = client.post("/v1/vms", &CreateVm::default()).await?;
@@ -138,20 +137,6 @@ async fn run(client: &Client, pooled: bool, n: usize) -> anyhow::Result<Mode> {
     }
     m.hits = pool_hits(client).await?;
     Ok(m)
-}
-
-/// Until the pool has a ready VM and is booting none (a boot in the background would
-/// slow the create being measured).
-async fn wait_warm(client: &Client) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let p: PoolStatus = client.get("/v1/pool").await?;
-        if p.specs.iter().all(|s| s.ready >= 1 && s.booting == 0) && !p.specs.is_empty() {
-            return Ok(());
-        }
-        ensure!(Instant::now() < deadline, "the pool never got ready: {p:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn pool_hits(client: &Client) -> anyhow::Result<u64> {

@@ -2,7 +2,9 @@
 //! count a fresh `hearth serve` (this binary, loopback, temp data dir, the default
 //! image) gets `--jobs` small shell jobs at once; we time until all are done. The
 //! servers' own figures give the overheads: `queue_ms` (queued to claimed by a worker)
-//! and `vm_create_ms` (boot until the agent answers).
+//! and `vm_create_ms` (boot until the agent answers). With `--pool N` (default 2) each
+//! level runs again on a server keeping N warm VMs (`HEARTH_POOL_SIZE`), full when the
+//! jobs are submitted: jobs/min with and without the pool, in one run.
 
 use std::time::{Duration, Instant};
 
@@ -11,7 +13,7 @@ use hearth_api::jobs::{CreateJob, Enqueued, Job, JobStatus};
 use hearth_api::Language;
 use serde_json::json;
 
-use crate::bench_server::BenchServer;
+use crate::bench_server::{wait_pool, BenchServer};
 use crate::cmd_run;
 
 #[derive(clap::Args)]
@@ -22,6 +24,9 @@ pub struct Args {
     /// Worker counts to measure, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
     levels: Vec<u32>,
+    /// Warm VMs for the pooled pass of each level; 0 skips it.
+    #[arg(long, default_value_t = 2)]
+    pool: u32,
     #[arg(long)]
     json: bool,
 }
@@ -33,18 +38,32 @@ pub async fn main(args: Args) -> anyhow::Result<i32> {
     let image = cmd_run::default_image_dir();
     let mut rows = vec![];
     let mut idle = None;
-    for (i, &c) in args.levels.iter().enumerate() {
-        let data =
-            std::env::temp_dir().join(format!("hearth-bench-jobs-{}-{c}", std::process::id()));
+    let pools = if args.pool > 0 {
+        vec![0, args.pool]
+    } else {
+        vec![0]
+    };
+    let runs: Vec<(u32, u32)> = (args.levels.iter())
+        .flat_map(|&c| pools.iter().map(move |&p| (c, p)))
+        .collect();
+    for (i, (c, pool)) in runs.into_iter().enumerate() {
+        let data = std::env::temp_dir().join(format!(
+            "hearth-bench-jobs-{}-{c}-{pool}",
+            std::process::id()
+        ));
         let server = BenchServer::start(
             &data,
             &image,
             &[
                 ("HEARTH_JOB_CONCURRENCY", c.to_string()),
                 ("HEARTH_MAX_CONCURRENT_BOOTS", c.max(4).to_string()),
+                ("HEARTH_POOL_SIZE", pool.to_string()),
             ],
         )?;
         let res = async {
+            if pool > 0 {
+                wait_pool(&server.client, pool).await?;
+            }
             if i == 0 {
                 // One at a time on an idle pool: pure queue-to-start and boot overhead
                 // (the first also warms the page cache and is not counted).
@@ -71,7 +90,7 @@ pub async fn main(args: Args) -> anyhow::Result<i32> {
         // On failure the dir stays: its server.log says why.
         let (wall, jobs) = res.with_context(|| format!("data dir kept: {}", data.display()))?;
         let _ = std::fs::remove_dir_all(&data);
-        rows.push((c, wall, jobs));
+        rows.push((c, pool, wall, jobs));
     }
     report(args.json, &rows, idle.as_deref().unwrap_or_default());
     Ok(0)
@@ -89,16 +108,16 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
-fn report(as_json: bool, rows: &[(u32, Duration, Vec<Job>)], idle: &[Job]) {
+fn report(as_json: bool, rows: &[(u32, u32, Duration, Vec<Job>)], idle: &[Job]) {
     let idle_queue = median(field(idle, |j| j.queue_ms));
     let idle_vm = median(field(idle, |j| j.vm_create_ms));
     let mut levels = vec![];
     if !as_json {
         println!(
-            "workers  jobs  wall_s  jobs/min  queue_ms(med)  vm_create_ms(med)  duration_ms(med)"
+            "workers  pool  jobs  wall_s  jobs/min  queue_ms(med)  vm_create_ms(med)  duration_ms(med)"
         );
     }
-    for (c, wall, jobs) in rows {
+    for (c, pool, wall, jobs) in rows {
         let per_min = jobs.len() as f64 / wall.as_secs_f64() * 60.0;
         let (q, vm, d) = (
             median(field(jobs, |j| j.queue_ms)),
@@ -107,13 +126,13 @@ fn report(as_json: bool, rows: &[(u32, Duration, Vec<Job>)], idle: &[Job]) {
         );
         if as_json {
             levels.push(
-                json!({"concurrency": c, "jobs": jobs.len(), "wall_s": wall.as_secs_f64(),
+                json!({"concurrency": c, "pool": pool, "jobs": jobs.len(), "wall_s": wall.as_secs_f64(),
                 "jobs_per_min": per_min, "median_queue_ms": q, "median_vm_create_ms": vm,
                 "median_duration_ms": d}),
             );
         } else {
             println!(
-                "{c:>7}  {:>4}  {:>6.1}  {per_min:>8.1}  {q:>13.0}  {vm:>17.0}  {d:>16.0}",
+                "{c:>7}  {pool:>4}  {:>4}  {:>6.1}  {per_min:>8.1}  {q:>13.0}  {vm:>17.0}  {d:>16.0}",
                 jobs.len(),
                 wall.as_secs_f64()
             );
