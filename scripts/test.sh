@@ -46,20 +46,33 @@ step "QEMU/KVM in a nested VM (scripts/nested.sh: real KVM under an emulated AMD
 # VM, /dev/kvm is real. The same doctor and hearth-vmm suites then run against
 # QEMU -accel kvm, networking included. Every test binary is already built above.
 nested_started=$(date +%s)
-# It takes about 6 minutes; a wedged outer VM (seen once in many runs, by hand) must
-# not eat CI's 90.
-# The emulated SVM under TCG is itself unstable: CI once saw the outer kernel die
-# ("stack guard page was hit" in qemu-system-x86) and a nested guest exit mid-boot after
-# an XSAVE size mismatch in the emulated CPUID. Neither is our code, so a failed run gets
-# one more try, loudly; a real regression fails both.
-nested_status=0
-NESTED_TIMEOUT=1800 bash scripts/nested.sh bash scripts/nested/suite.sh || nested_status=$?
-if [ "$nested_status" -ne 0 ]; then
-  echo "nested: attempt 1 failed (status $nested_status); once more, from a fresh outer VM" >&2
+# A run takes 6 to 10 minutes; a wedged outer VM must not eat CI's 90, so each attempt
+# is bounded at 20. The emulated SVM under TCG is itself unstable: the outer kernel dies
+# in some runs ("stack guard page was hit" under svm_vcpu_run; scripts/nested.sh then
+# exits 125). That is a crash of the emulation, not a verdict on our code, so such a run
+# is tried again from a fresh outer VM, up to 3 times. A test that fails is a failure;
+# it gets one more run only because the outer VM it ran in may be what broke it.
+# If all 3 outer VMs die, the step cannot judge: it says so loudly and in the summary
+# (NESTED UNVERIFIED), and does not fail the suite.
+nested_status=1 nested_fails=0 nested_log=$(mktemp)
+for attempt in 1 2 3; do
   nested_status=0
-  NESTED_TIMEOUT=1800 bash scripts/nested.sh bash scripts/nested/suite.sh || nested_status=$?
+  NESTED_TIMEOUT=1200 bash scripts/nested.sh bash scripts/nested/suite.sh 2>&1 |
+    tee "$nested_log" || nested_status=${PIPESTATUS[0]}
+  [ "$nested_status" -ne 0 ] || break
+  echo "nested: attempt $attempt of 3 failed (status $nested_status)" >&2
+  # A test that failed before the outer VM died still counts as a failure.
+  if [ "$nested_status" -ne 125 ] || grep -q -e '^test .* FAILED' -e 'test result: FAILED' "$nested_log"; then
+    nested_fails=$((nested_fails + 1))
+    [ "$nested_fails" -lt 2 ] || break
+  fi
+done
+if [ "$nested_status" -eq 125 ] && [ "$nested_fails" -eq 0 ]; then
+  echo "NESTED UNVERIFIED: the outer VM died in all 3 attempts; no nested test failed" >&2
+elif [ "$nested_status" -ne 0 ]; then
+  status=1
 fi
-[ "$nested_status" -eq 0 ] || status=1
+rm -f "$nested_log"
 echo "nested QEMU/KVM suites took $(($(date +%s) - nested_started)) s" >&2
 
 step "checking that no VM outlived the tests"
