@@ -73,7 +73,8 @@ async fn read_file(
 /// Replaces (or creates) a file with the raw body, atomically: a reader sees the old
 /// file or the new one, never part of it, and a failed write leaves the old one.
 #[utoipa::path(put, path = "/v1/vms/{id}/files/content", tag = "files",
-    request_body(content = Binary, content_type = "application/octet-stream"),
+    request_body(content = Option<Binary>, content_type = "application/octet-stream",
+        description = "The new contents; none (or empty) writes an empty file."),
     params(("id" = String, Path, format = Uuid, description = "The VM's id."), WriteQuery),
     responses((status = 201, description = "Written; the new entry.", body = FileEntry),
               (status = 403, response = Forbidden),
