@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{hearth_bin, DataDir, Server};
+use support::{alive, hearth_bin, DataDir, Server};
 
 impl Server {
     fn start(data: &Path) -> Server {
@@ -60,25 +60,7 @@ impl Server {
     }
 
     fn vm_pids(&self, vm: &str) -> Vec<i32> {
-        let meta = std::fs::read(self.data.join("vms").join(vm).join("vm.json")).unwrap();
-        let v: Value = serde_json::from_slice(&meta).unwrap();
-        v["pids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p.as_i64().unwrap() as i32)
-            .collect()
-    }
-}
-
-fn alive(pid: i32) -> bool {
-    // Zombies count as gone: /proc/PID/stat state Z.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
+        support::vm_pids(&self.data, vm)
     }
 }
 

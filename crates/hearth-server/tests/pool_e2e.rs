@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{DataDir, Server};
+use support::{alive, vm_pids, DataDir, Server};
 
 /// Ids of the VMs under `vms/` that carry the pool marker.
 fn warm_ids(data: &Path) -> Vec<String> {
@@ -30,28 +30,6 @@ fn warm_ids(data: &Path) -> Vec<String> {
 
 fn vm_dir(data: &Path, id: &str) -> PathBuf {
     data.join("vms").join(id)
-}
-
-fn pids(data: &Path, id: &str) -> Vec<i32> {
-    let meta = std::fs::read(vm_dir(data, id).join("vm.json")).unwrap();
-    let v: Value = serde_json::from_slice(&meta).unwrap();
-    v["pids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_i64().unwrap() as i32)
-        .collect()
-}
-
-fn alive(pid: i32) -> bool {
-    // Zombies count as gone: /proc/PID/stat state Z.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
 }
 
 /// `GET /v1/pool`'s one spec, once it shows `ready` VMs and none booting.
@@ -174,7 +152,7 @@ async fn pooled_creates_get_fresh_vms_and_sigkill_leaks_none() {
     assert_eq!(warm3["ready"], 1);
     let warm3 = warm_ids(data.path());
     assert_eq!(warm3.len(), 1, "{warm3:?}");
-    let warm_pids = pids(data.path(), &warm3[0]);
+    let warm_pids = vm_pids(data.path(), &warm3[0]);
     assert!(warm_pids.iter().all(|p| alive(*p)));
     srv.kill(); // SIGKILL: no shutdown path runs
     let srv = Server::spawn(data.path(), &[], &pool1);

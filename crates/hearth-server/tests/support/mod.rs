@@ -191,3 +191,26 @@ impl Drop for DataDir {
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+/// The VMM processes a VM's state dir records (`vms/ID/vm.json` under `data`).
+pub fn vm_pids(data: &Path, vm: &str) -> Vec<i32> {
+    let meta = std::fs::read(data.join("vms").join(vm).join("vm.json")).unwrap();
+    let v: Value = serde_json::from_slice(&meta).unwrap();
+    v["pids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_i64().unwrap() as i32)
+        .collect()
+}
+
+/// Whether `pid` still runs; a zombie (`/proc/PID/stat` state Z) has exited.
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
