@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{image_dir, DataDir, Server};
+use support::{image_dir, tar_gz, DataDir, Server};
 
 /// Hard links (same file system) or copies of the test image's files.
 fn link_default_image(data: &Path) {
@@ -26,19 +26,6 @@ fn link_default_image(data: &Path) {
             std::fs::copy(&s, &d).unwrap();
         }
     }
-}
-
-fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    let mut b = tar::Builder::new(gz);
-    for (name, data) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        b.append_data(&mut h, name, *data).unwrap();
-    }
-    b.into_inner().unwrap().finish().unwrap()
 }
 
 impl Server {
